@@ -1,0 +1,224 @@
+//! Runner channel messages. Plain data: behaviour lives with whoever
+//! handles them. Enums are externally tagged (`{"job": {...}}`), which
+//! MessagePack decodes without buffering and a person can type in the
+//! runner's JSON-lines mode.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::studio::{LogLevel, ModelSource, Task};
+
+/// Version of the runner channel; both hellos must carry the same.
+pub const CHANNEL_VERSION: u32 = 1;
+
+/// Supervisor → runner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ToRunner {
+    /// First frame: the channel version and the child's epoch.
+    #[serde(rename_all = "camelCase")]
+    Hello {
+        /// Must equal [`CHANNEL_VERSION`].
+        version: u32,
+        /// Restart count of this child.
+        epoch: u64,
+    },
+    /// Run one job.
+    Job(JobRequest),
+    /// Liveness probe, answered with `pong` by the I/O thread.
+    Ping {
+        /// Echoed back.
+        seq: u64,
+    },
+    /// Finish and exit 0.
+    Shutdown,
+}
+
+/// One job for the runner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRequest {
+    /// Studio job id.
+    pub job_id: String,
+    /// The child's epoch.
+    #[serde(default)]
+    pub epoch: u64,
+    /// The task (its `kind` is inside).
+    pub task: Task,
+    /// Registry model id.
+    #[serde(default)]
+    pub model: String,
+    /// Engine and files.
+    #[serde(default = "ModelSource::synthetic")]
+    pub model_source: ModelSource,
+    /// Local paths of the model files, by file name.
+    #[serde(default)]
+    pub model_files: BTreeMap<String, String>,
+    /// Local paths of fetched inputs, by task field (`inputUrl`, ...).
+    #[serde(default)]
+    pub inputs: BTreeMap<String, String>,
+    /// Where the runner may write large outputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch_dir: Option<String>,
+}
+
+/// Runner → supervisor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FromRunner {
+    /// First frame: what this child is.
+    #[serde(rename_all = "camelCase")]
+    Hello {
+        /// [`CHANNEL_VERSION`] of the runner.
+        version: u32,
+        /// Echo of the supervisor's epoch.
+        epoch: u64,
+        /// Engine family served.
+        engine: String,
+        /// Process id.
+        pid: u32,
+        /// Runner build version.
+        runner_version: String,
+    },
+    /// The engine moved forward (extends the stall deadline).
+    #[serde(rename_all = "camelCase")]
+    Progress {
+        /// The job.
+        job_id: String,
+        /// The child's epoch.
+        epoch: u64,
+        /// Loading or running.
+        phase: Phase,
+        /// Units done.
+        done: u64,
+        /// Units in all (0 when unknown).
+        total: u64,
+    },
+    /// A log line from the runner.
+    #[serde(rename_all = "camelCase")]
+    Log {
+        /// The job, when the line concerns one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        job_id: Option<String>,
+        /// The child's epoch.
+        epoch: u64,
+        /// Severity.
+        level: LogLevel,
+        /// The line.
+        message: String,
+    },
+    /// The job's output.
+    #[serde(rename_all = "camelCase")]
+    Result {
+        /// The job.
+        job_id: String,
+        /// The child's epoch.
+        epoch: u64,
+        /// What the engine produced.
+        output: JobOutput,
+    },
+    /// The job failed inside the engine.
+    #[serde(rename_all = "camelCase")]
+    Error {
+        /// The job.
+        job_id: String,
+        /// The child's epoch.
+        epoch: u64,
+        /// Classification.
+        class: ErrorClass,
+        /// What went wrong.
+        message: String,
+    },
+    /// Answer to a ping.
+    Pong {
+        /// Echo of the ping's sequence number.
+        seq: u64,
+        /// The child's epoch.
+        epoch: u64,
+    },
+    /// The runner cannot go on and is about to exit.
+    Fatal {
+        /// Why.
+        message: String,
+    },
+}
+
+/// What a job produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum JobOutput {
+    /// Bytes carried in the frame.
+    Bytes {
+        /// The encoded result.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        /// Its extension.
+        ext: String,
+    },
+    /// Bytes left in a file (above the frame cap, or in JSON-lines mode).
+    File {
+        /// Absolute path.
+        path: String,
+        /// Its extension.
+        ext: String,
+    },
+    /// A JSON document (llm, audio_stt).
+    Json {
+        /// The result.
+        value: serde_json::Value,
+    },
+}
+
+/// Job phases the runner reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Loading a model.
+    Loading,
+    /// Running the job.
+    Running,
+}
+
+/// Why a job failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// The input cannot succeed anywhere (bad field, unsupported format).
+    BadInput,
+    /// This engine cannot serve the task's kind.
+    CannotServe,
+    /// The engine or a tool it needs is not available on this host.
+    EngineUnavailable,
+    /// The engine failed on this job.
+    Engine,
+    /// The runner died (signal or exit code).
+    Crashed,
+    /// Out of memory.
+    Oom,
+    /// No progress for too long.
+    Stalled,
+    /// Past the hard time cap.
+    Timeout,
+}
+
+impl ErrorClass {
+    /// Whether the studio may retry the job elsewhere.
+    pub fn retryable(self) -> bool {
+        !matches!(self, ErrorClass::BadInput | ErrorClass::CannotServe)
+    }
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::BadInput => "bad_input",
+            ErrorClass::CannotServe => "cannot_serve",
+            ErrorClass::EngineUnavailable => "engine_unavailable",
+            ErrorClass::Engine => "engine",
+            ErrorClass::Crashed => "crashed",
+            ErrorClass::Oom => "oom",
+            ErrorClass::Stalled => "stalled",
+            ErrorClass::Timeout => "timeout",
+        }
+    }
+}
