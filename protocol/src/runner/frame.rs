@@ -149,6 +149,11 @@ impl<W: Write> FrameWriter<W> {
         Ok(())
     }
 
+    /// The underlying writer (for raw access in fault-injection tests).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
     /// The frame cap.
     pub fn max(&self) -> usize {
         self.max

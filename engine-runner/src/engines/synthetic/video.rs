@@ -1,0 +1,39 @@
+//! Synthetic video: moving frames of the requested size, `fps × seconds`
+//! of them, through the shared video encoder.
+
+use std::path::PathBuf;
+
+use studio_protocol::runner::{JobOutput, JobRequest, Phase};
+use studio_protocol::studio::VideoTask;
+
+use crate::encode::image::check_size;
+use crate::encode::video::{self, VideoSpec};
+use crate::engine::{EngineError, Reporter};
+
+/// Frame rate when the task gives none.
+pub const DEFAULT_FPS: u32 = 8;
+/// Most frames one job may ask for.
+pub const MAX_FRAMES: u64 = 3600;
+
+pub(super) fn run(t: &VideoTask, key: &[u8; 32], job: &JobRequest, report: &mut dyn Reporter) -> Result<JobOutput, EngineError> {
+    let (w, h) = (t.effective_width(), t.effective_height());
+    check_size(w, h)?;
+    let fps = t.fps.unwrap_or(DEFAULT_FPS);
+    let wanted = (fps as f64 * t.effective_seconds()).round();
+    if wanted > MAX_FRAMES as f64 {
+        return Err(EngineError::bad_input(format!(
+            "task.seconds × task.fps: {wanted} frames exceeds the {MAX_FRAMES}-frame limit"
+        )));
+    }
+    let count = (wanted as u64).max(2);
+    let ext = t.effective_ext().to_ascii_lowercase();
+    let scratch = job.scratch_dir.as_ref().map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let spec = VideoSpec { width: w, height: h, fps, ext: &ext, scratch: &scratch };
+    video::check(&spec)?;
+    let frames = (0..count).map(|i| {
+        report.progress(Phase::Running, i + 1, count);
+        super::image::pattern(w, h, key, i as u32)
+    });
+    let data = video::encode(&spec, frames)?;
+    Ok(JobOutput::Bytes { data, ext })
+}

@@ -1,0 +1,72 @@
+//! Fault injection for tests of crash isolation.
+//!
+//! Active only when the environment has `STUDIO_WORKER_FAULT_INJECTION=1`;
+//! then a job whose model id is `fault:<what>` misbehaves on purpose before
+//! the engine runs. Without the variable these ids are ordinary models.
+
+use std::time::Duration;
+
+use studio_protocol::runner::{JobRequest, Phase};
+use studio_protocol::studio::LogLevel;
+
+use crate::engine::Reporter;
+use crate::serve::SharedOutbox;
+
+/// The environment switch.
+pub const ENV: &str = "STUDIO_WORKER_FAULT_INJECTION";
+
+fn enabled() -> bool {
+    std::env::var(ENV).map(|v| v == "1").unwrap_or(false)
+}
+
+/// Runs the fault named by the job's model, if injection is on. Faults
+/// that do not end the process return and let the job complete.
+pub(crate) fn before_job(job: &JobRequest, out: &SharedOutbox, report: &mut dyn Reporter) {
+    if !enabled() {
+        return;
+    }
+    let Some(fault) = job.model.strip_prefix("fault:") else { return };
+    report.log(LogLevel::Warn, format!("fault injection: {fault}"));
+    match fault {
+        "abort" => std::process::abort(),
+        "segv" => {
+            // SAFETY: deliberately not safe: a read from an unmapped page
+            // to produce a real SIGSEGV for the crash-isolation tests.
+            let bad = std::hint::black_box(8usize) as *const u8;
+            let _ = unsafe { std::ptr::read_volatile(bad) };
+        }
+        "exit" => {
+            report.progress(Phase::Running, 1, 2);
+            std::process::exit(3);
+        }
+        "hang" => {
+            // Hold the channel lock: no progress, no pongs.
+            let _guard = out.lock();
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        "garbage" => {
+            if let Ok(mut o) = out.lock() {
+                let _ = o.write_raw(&[0x00, 0x00, 0x01, 0x00, 0xc1, 0xc1, 0xde, 0xad, 0xbe, 0xef]);
+                let _ = o.write_raw(&[0xc1; 256]);
+            }
+        }
+        "stdout" => {
+            // SAFETY: printf of a constant C string with no arguments.
+            unsafe {
+                libc::printf(c"fault:stdout junk written by native code to fd 1\n".as_ptr());
+                libc::fflush(std::ptr::null_mut());
+            }
+        }
+        other => {
+            if let Some(ms) = other.strip_prefix("slow:").and_then(|m| m.parse::<u64>().ok()) {
+                let steps = (ms / 20).max(1);
+                for i in 0..steps {
+                    std::thread::sleep(Duration::from_millis(ms / steps));
+                    report.progress(Phase::Running, i + 1, steps);
+                }
+            }
+        }
+    }
+}
