@@ -1,0 +1,81 @@
+//! The capability snapshot advertised in `hello` and every heartbeat.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use studio_protocol::studio::{TaskKind, WorkerCapabilities};
+
+use crate::config::Config;
+use crate::runner::EngineCatalog;
+use crate::sysinfo;
+
+/// Host facts probed once at start.
+#[derive(Debug, Clone)]
+pub struct HostFacts {
+    /// Host name.
+    pub machine_name: String,
+    /// OS user.
+    pub username: String,
+    /// Probed GPU memory in GB.
+    pub vram_total_gb: f64,
+}
+
+impl HostFacts {
+    /// Probes the host.
+    pub fn probe() -> Self {
+        Self { machine_name: sysinfo::hostname(), username: sysinfo::username(), vram_total_gb: sysinfo::vram_total_gb() }
+    }
+}
+
+fn short(kind: TaskKind) -> &'static str {
+    match kind {
+        TaskKind::Image => "image",
+        TaskKind::Llm => "llm",
+        TaskKind::AudioStt => "stt",
+        TaskKind::AudioTts => "tts",
+        TaskKind::Video => "video",
+    }
+}
+
+/// Builds the snapshot from live config; `paused` forces `autoEnabled`
+/// false (disabled, draining or cooling down).
+pub fn snapshot(cfg: &Config, host: &HostFacts, catalog: &EngineCatalog, paused: bool) -> WorkerCapabilities {
+    let mut per_kind: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for engine in catalog.names() {
+        for &kind in catalog.kinds(&engine) {
+            let ids = per_kind.entry(kind.as_str().to_string()).or_default();
+            if engine == "synthetic" {
+                ids.push("synthetic".into());
+                ids.push(format!("synthetic-{}", short(kind)));
+            } else {
+                ids.push(format!("{engine}:*"));
+            }
+        }
+    }
+    if let Some(only) = &cfg.supported_models_override {
+        for ids in per_kind.values_mut() {
+            ids.retain(|id| only.contains(id));
+        }
+    }
+    for ids in per_kind.values_mut() {
+        ids.sort();
+        ids.dedup();
+    }
+    let all: BTreeSet<String> = per_kind.values().flatten().cloned().collect();
+    WorkerCapabilities {
+        machine_name: host.machine_name.clone(),
+        username: host.username.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        engine: "multi".into(),
+        vram_total_gb: host.vram_total_gb,
+        vram_threshold_gb: cfg.vram_threshold_gb,
+        auto_enabled: cfg.auto_enabled && !paused,
+        auto_start: cfg.auto_start,
+        auto_update: Some(cfg.auto_update_enabled),
+        start_minimised: None,
+        only_when_idle: None,
+        user_presence: None,
+        supported_models: all.into_iter().collect(),
+        task_kinds: TaskKind::ALL.iter().filter(|k| per_kind.contains_key(k.as_str())).map(|k| k.as_str().to_string()).collect(),
+        supported_models_per_kind: per_kind,
+    }
+}

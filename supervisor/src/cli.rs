@@ -1,0 +1,123 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// studio-worker: turns this machine into a worker for a studio API.
+#[derive(Parser, Debug)]
+#[command(name = "studio-worker", version, about)]
+pub struct Cli {
+    /// Config file (default: the platform config dir,
+    /// minis-studio-worker/config.toml).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Hold the studio session and run offered jobs.
+    Run,
+    /// Register with the studio using a bootstrap token (idempotent).
+    Register {
+        /// Operator-issued bootstrap token.
+        #[arg(long)]
+        bootstrap_token: String,
+        /// Studio root URL.
+        #[arg(long)]
+        api_base_url: String,
+    },
+    /// Show worker id, studio URL, threshold, enabled and the last session state.
+    Status,
+    /// Print the resolved config (secrets hidden) and its path.
+    Config,
+    /// Resume claiming offers.
+    Enable,
+    /// Stay online but reject offers (`paused`).
+    Disable,
+    /// Set the largest VRAM estimate (GB) the worker will take.
+    SetThreshold {
+        /// Gigabytes, ≥ 0.
+        gb: String,
+    },
+    /// Run one job locally through the runner, with no studio.
+    Job(JobArgs),
+}
+
+/// Job kinds on the command line.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+#[value(rename_all = "snake_case")]
+pub enum KindArg {
+    /// Image generation.
+    Image,
+    /// Chat completion.
+    Llm,
+    /// Speech to text.
+    #[value(alias = "stt")]
+    AudioStt,
+    /// Text to speech.
+    #[value(alias = "tts")]
+    AudioTts,
+    /// Video generation.
+    Video,
+}
+
+/// `studio-worker job <kind>`.
+#[derive(Args, Debug)]
+pub struct JobArgs {
+    /// The kind of job.
+    pub kind: KindArg,
+    /// Where to write the result (default: stdout for JSON kinds,
+    /// `result.<ext>` for binary kinds).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Prompt (image, video; for llm a single user message).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Text to speak (audio_tts).
+    #[arg(long)]
+    pub text: Option<String>,
+    /// Input audio: a local path or URL (audio_stt).
+    #[arg(long)]
+    pub input: Option<String>,
+    /// Chat messages as JSON: '[{"role":"user","content":"hi"}]' (llm).
+    #[arg(long)]
+    pub messages: Option<String>,
+    /// System prompt (llm).
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Token budget (llm).
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+    /// Width in pixels.
+    #[arg(long)]
+    pub width: Option<u32>,
+    /// Height in pixels.
+    #[arg(long)]
+    pub height: Option<u32>,
+    /// Output format (png, webp, jpg; wav; mp4, webm, gif).
+    #[arg(long)]
+    pub ext: Option<String>,
+    /// Seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Video length in seconds.
+    #[arg(long)]
+    pub seconds: Option<f64>,
+    /// Video frames per second.
+    #[arg(long)]
+    pub fps: Option<u32>,
+    /// Language (audio_stt, audio_tts).
+    #[arg(long)]
+    pub language: Option<String>,
+    /// Model id.
+    #[arg(long, default_value = "synthetic")]
+    pub model: String,
+    /// Engine (modelSource.engine).
+    #[arg(long, default_value = "synthetic")]
+    pub engine: String,
+}

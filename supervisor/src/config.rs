@@ -1,0 +1,275 @@
+//! The TOML config file: where it lives, what it holds, and how it is
+//! written (atomically, mode 0600, secrets never printed).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use studio_protocol::Secret;
+
+/// Errors reading or writing the config file; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists but cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this config.
+    #[error("config file {path} is not valid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, on one line.
+        message: String,
+    },
+    /// Writing failed.
+    #[error("cannot write config file {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No platform config directory and no `--config`.
+    #[error("no config directory on this platform; pass --config PATH")]
+    NoConfigDir,
+}
+
+/// Default studio root.
+pub const DEFAULT_API_BASE_URL: &str = "https://studio.minis.gg/";
+/// Default release feed.
+pub const DEFAULT_FEED: &str = "https://api.github.com/repos/webbertakken/studio-worker/releases";
+
+/// Everything in `config.toml`. Unknown keys are ignored so older and newer
+/// files load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Studio root URL.
+    pub api_base_url: String,
+    /// Only read by `run` when no credentials exist yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap_token: Option<Secret>,
+    /// Set by registration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    /// Set by registration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_token: Option<Secret>,
+    /// Largest `vramGbEstimate` to take.
+    pub vram_threshold_gb: f64,
+    /// Start with the machine.
+    pub auto_start: bool,
+    /// False: online but not claiming (offers rejected `paused`).
+    pub auto_enabled: bool,
+    /// Seed key, kept for old files; the worker always advertises `multi`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    /// Seed key for the (future) gradio engine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gradio_endpoint_url: Option<String>,
+    /// Seed key: advertise only these models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supported_models_override: Option<Vec<String>>,
+    /// Update automatically between jobs.
+    pub auto_update_enabled: bool,
+    /// Seconds between feed checks.
+    pub auto_update_interval_secs: u64,
+    /// Release feed URL.
+    pub auto_update_feed: String,
+    /// Track pre-releases.
+    pub auto_update_prerelease: bool,
+    /// Reconnect attempts before giving up; 0 = infinite.
+    pub ws_reconnect_attempts: u32,
+    /// Model cache root (`~` expanded).
+    pub models_root: PathBuf,
+    /// The runner binary; default: `engine-runner` beside this executable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_runner_path: Option<PathBuf>,
+    /// Where undelivered results are kept; default: the platform data dir.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub results_dir: Option<PathBuf>,
+    /// Cap on the results directory in MiB (oldest pruned).
+    pub results_max_mb: u64,
+    /// Largest runner-channel frame in bytes.
+    pub max_frame_bytes: usize,
+    /// Upload attempts for a binary result (5xx and transport errors).
+    pub upload_attempts: u32,
+    /// Seconds to let an in-flight job finish on SIGTERM.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            api_base_url: DEFAULT_API_BASE_URL.into(),
+            bootstrap_token: None,
+            worker_id: None,
+            auth_token: None,
+            vram_threshold_gb: 12.0,
+            auto_start: true,
+            auto_enabled: true,
+            engine: None,
+            gradio_endpoint_url: None,
+            supported_models_override: None,
+            auto_update_enabled: true,
+            auto_update_interval_secs: 1800,
+            auto_update_feed: DEFAULT_FEED.into(),
+            auto_update_prerelease: false,
+            ws_reconnect_attempts: 0,
+            models_root: PathBuf::from("~/models"),
+            engine_runner_path: None,
+            results_dir: None,
+            results_max_mb: 1024,
+            max_frame_bytes: studio_protocol::runner::DEFAULT_MAX_FRAME_BYTES,
+            upload_attempts: 3,
+            drain_timeout_secs: 60,
+        }
+    }
+}
+
+impl Config {
+    /// The platform config path (`~/.config/minis-studio-worker/config.toml`
+    /// on Linux).
+    pub fn default_path() -> Result<PathBuf, ConfigError> {
+        directories::ProjectDirs::from("gg", "minis", "minis-studio-worker")
+            .map(|d| d.config_dir().join("config.toml"))
+            .ok_or(ConfigError::NoConfigDir)
+    }
+
+    /// Loads `path`; a missing file gives the defaults.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => return Err(ConfigError::Read { path: path.into(), source }),
+        };
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.message().replace('\n', " "),
+        })
+    }
+
+    /// Writes `path` atomically (temp file, fsync, rename) with mode 0600.
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let werr = |source| ConfigError::Write { path: path.into(), source };
+        let text = toml::to_string_pretty(self).map_err(|e| werr(std::io::Error::other(e)))?;
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(werr)?;
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("config.toml"),
+            std::process::id()
+        ));
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let result = (|| {
+            let mut f = opts.open(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            #[cfg(unix)]
+            std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            std::fs::rename(&tmp, path)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map_err(werr)
+    }
+
+    /// The config as TOML with every secret replaced by `"***"`.
+    pub fn redacted_toml(&self) -> String {
+        let mut c = self.clone();
+        for s in [&mut c.auth_token, &mut c.bootstrap_token] {
+            if s.is_some() {
+                *s = Some(Secret::new("***"));
+            }
+        }
+        toml::to_string_pretty(&c).unwrap_or_default()
+    }
+
+    /// True when both credentials are present.
+    pub fn has_credentials(&self) -> bool {
+        self.worker_id.as_deref().is_some_and(|w| !w.is_empty())
+            && self.auth_token.as_ref().is_some_and(|t| !t.is_empty())
+    }
+
+    /// `models_root` with `~` expanded.
+    pub fn models_root(&self) -> PathBuf {
+        expand_home(&self.models_root)
+    }
+
+    /// Where undelivered results go.
+    pub fn results_dir(&self) -> PathBuf {
+        self.results_dir.as_deref().map(expand_home).unwrap_or_else(|| {
+            directories::ProjectDirs::from("gg", "minis", "minis-studio-worker")
+                .map(|d| d.data_dir().join("results"))
+                .unwrap_or_else(|| std::env::temp_dir().join("studio-worker-results"))
+        })
+    }
+}
+
+/// Expands a leading `~` to the home directory.
+pub fn expand_home(p: &Path) -> PathBuf {
+    match p.strip_prefix("~") {
+        Ok(rest) => directories::BaseDirs::new()
+            .map(|b| b.home_dir().join(rest))
+            .unwrap_or_else(|| std::env::temp_dir().join(rest)),
+        Err(_) => p.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_is_0600_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/config.toml");
+        let mut c = Config::default();
+        c.worker_id = Some("w-1".into());
+        c.auth_token = Some(Secret::new("tok-secret"));
+        c.save(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        assert_eq!(Config::load(&path).unwrap(), c);
+        let shown = c.redacted_toml();
+        assert!(!shown.contains("tok-secret") && shown.contains("***"));
+        assert!(!format!("{c:?}").contains("tok-secret"));
+    }
+
+    #[test]
+    fn unknown_keys_are_ignored_and_missing_keys_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "api_base_url = \"http://x\"\nlabel = \"old\"\nengine = \"gradio\"\n").unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.api_base_url, "http://x");
+        assert_eq!(c.vram_threshold_gb, 12.0);
+        assert_eq!(c.engine.as_deref(), Some("gradio"));
+    }
+
+    #[test]
+    fn corrupt_file_is_one_line_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "vram_threshold_gb = [unclosed\n").unwrap();
+        let msg = Config::load(&path).unwrap_err().to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+        std::fs::write(&path, "vram_threshold_gb = \"lots\"\n").unwrap();
+        let msg = Config::load(&path).unwrap_err().to_string();
+        assert!(msg.contains("c.toml") && msg.contains("invalid type"), "{msg}");
+    }
+}

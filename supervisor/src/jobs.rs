@@ -1,0 +1,169 @@
+//! Running one claimed job: fetch its inputs, run it on the runner for its
+//! engine, check the output is what was asked for. Delivery to the studio
+//! is the caller's business (`session`), so `studio-worker job` shares
+//! this path exactly.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use studio_protocol::runner::{ErrorClass, JobOutput, JobRequest};
+use studio_protocol::studio::{JobOfferClaim, Task};
+
+use crate::fetch::fetch_input;
+use crate::runner::RunnerPool;
+
+/// What a job produced, ready to deliver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobData {
+    /// Bytes for the multipart upload.
+    Bytes {
+        /// The encoded output.
+        data: Vec<u8>,
+        /// Its extension (always the requested one).
+        ext: String,
+    },
+    /// A JSON document for `completeJson`.
+    Json(serde_json::Value),
+}
+
+/// A failed job.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct JobError {
+    /// Classification.
+    pub class: ErrorClass,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl JobError {
+    /// Whether the studio may retry the job.
+    pub fn retryable(&self) -> bool {
+        self.class.retryable()
+    }
+}
+
+/// Runs jobs on a pool; owned by exactly one task.
+pub struct Executor {
+    pool: RunnerPool,
+    http: reqwest::Client,
+    scratch_root: PathBuf,
+    allow_local_inputs: bool,
+}
+
+impl Executor {
+    /// An executor over `pool`. `allow_local_inputs` lets inputs name local
+    /// files (only for `studio-worker job`, never for studio offers).
+    pub fn new(pool: RunnerPool, http: reqwest::Client, allow_local_inputs: bool) -> Self {
+        let scratch_root = std::env::temp_dir().join(format!("studio-worker-{}", std::process::id()));
+        Self { pool, http, scratch_root, allow_local_inputs }
+    }
+
+    /// The pool (for capabilities and shutdown).
+    pub fn pool(&mut self) -> &mut RunnerPool {
+        &mut self.pool
+    }
+
+    /// Runs `claim` to an output.
+    pub async fn execute(&mut self, claim: &JobOfferClaim) -> Result<JobData, JobError> {
+        let scratch = self.scratch_root.join(sanitise(&claim.job_id));
+        let result = self.execute_in(claim, &scratch).await;
+        let _ = tokio::fs::remove_dir_all(&scratch).await;
+        result
+    }
+
+    async fn execute_in(&mut self, claim: &JobOfferClaim, scratch: &std::path::Path) -> Result<JobData, JobError> {
+        let err = |class, message| JobError { class, message };
+        self.pool
+            .catalog()
+            .check(&claim.model_source.engine, claim.task.kind())
+            .map_err(|f| err(f.class, f.message))?;
+        let mut inputs = BTreeMap::new();
+        for (field, source) in input_urls(&claim.task) {
+            let path = fetch_input(&self.http, field, source, scratch, self.allow_local_inputs)
+                .await
+                .map_err(|e| {
+                    let class = if e.retryable() { ErrorClass::Engine } else { ErrorClass::BadInput };
+                    err(class, e.to_string())
+                })?;
+            inputs.insert(field.to_string(), path.to_string_lossy().into_owned());
+        }
+        let request = JobRequest {
+            job_id: claim.job_id.clone(),
+            epoch: 0,
+            task: claim.task.clone(),
+            model: claim.model.clone(),
+            model_source: claim.model_source.clone(),
+            model_files: BTreeMap::new(),
+            inputs,
+            scratch_dir: Some(scratch.to_string_lossy().into_owned()),
+        };
+        let job_id = claim.job_id.clone();
+        let output = self
+            .pool
+            .run(&claim.model_source.engine, request, |done, total| {
+                tracing::debug!(target: "job", job_id = %job_id, "progress {done}/{total}");
+            })
+            .await
+            .map_err(|f| err(f.class, f.message))?;
+        let data = match output {
+            JobOutput::Bytes { data, ext } => JobData::Bytes { data, ext },
+            JobOutput::File { path, ext } => {
+                let data = tokio::fs::read(&path)
+                    .await
+                    .map_err(|e| err(ErrorClass::Engine, format!("cannot read runner output {path}: {e}")))?;
+                let _ = tokio::fs::remove_file(&path).await;
+                JobData::Bytes { data, ext }
+            }
+            JobOutput::Json { value } => JobData::Json(value),
+        };
+        check_shape(&claim.task, &data).map_err(|m| err(ErrorClass::Engine, m))?;
+        Ok(data)
+    }
+}
+
+/// The task's URL fields that must be fetched, by wire name.
+fn input_urls(task: &Task) -> Vec<(&'static str, &str)> {
+    let mut v = Vec::new();
+    match task {
+        Task::AudioStt(t) => v.push(("inputUrl", t.input_url.as_str())),
+        Task::Image(t) => {
+            for (name, u) in [("initImageUrl", &t.init_image_url), ("maskUrl", &t.mask_url), ("refImageUrl", &t.ref_image_url)] {
+                if let Some(u) = u {
+                    v.push((name, u.as_str()));
+                }
+            }
+        }
+        Task::Video(t) => {
+            if let Some(u) = &t.init_image_url {
+                v.push(("initImageUrl", u.as_str()));
+            }
+        }
+        Task::Llm(_) | Task::AudioTts(_) => {}
+    }
+    v
+}
+
+/// Binary kinds must yield bytes in the requested format; JSON kinds JSON.
+fn check_shape(task: &Task, data: &JobData) -> Result<(), String> {
+    match (task.requested_ext(), data) {
+        (Some(want), JobData::Bytes { ext, .. }) if want.eq_ignore_ascii_case(ext) => Ok(()),
+        (Some(want), JobData::Bytes { ext, .. }) => Err(format!("engine produced `{ext}` but the task asked for `{want}`")),
+        (None, JobData::Json(_)) => Ok(()),
+        (Some(_), JobData::Json(_)) => Err(format!("engine returned JSON for a {} task", task.kind())),
+        (None, JobData::Bytes { .. }) => Err(format!("engine returned bytes for a {} task", task.kind())),
+    }
+}
+
+/// A job id safe to use as a file name.
+pub fn sanitise(id: &str) -> String {
+    let s: String = id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        format!("job{s}")
+    } else {
+        s
+    }
+}

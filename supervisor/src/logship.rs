@@ -1,0 +1,135 @@
+//! Log lines for the studio: a `tracing` layer copies every info/warn/error
+//! event into a bounded queue that the session drains into `logBatch`
+//! frames once a second (studio-protocol.md §3.8).
+//!
+//! The category is the event's target (`ws`, `job`, `engine`, ...), the
+//! job id comes from a `job_id` field. Secrets never reach here because no
+//! code passes them to `tracing`.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::{Mutex, OnceLock};
+
+use studio_protocol::studio::{LogEntry, LogLevel};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::Layer;
+
+/// Most lines kept while no session drains them.
+pub const QUEUE_CAP: usize = 5000;
+
+#[derive(Default)]
+struct Queue {
+    lines: VecDeque<LogEntry>,
+    dropped: u64,
+}
+
+fn queue() -> &'static Mutex<Queue> {
+    static Q: OnceLock<Mutex<Queue>> = OnceLock::new();
+    Q.get_or_init(|| Mutex::new(Queue::default()))
+}
+
+fn lock() -> std::sync::MutexGuard<'static, Queue> {
+    queue().lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Takes every queued line (oldest first), noting drops.
+pub fn drain() -> Vec<LogEntry> {
+    let mut q = lock();
+    let mut out: Vec<LogEntry> = q.lines.drain(..).collect();
+    if q.dropped > 0 {
+        out.insert(0, entry(LogLevel::Warn, "logs", format!("{} log line(s) dropped: queue full", q.dropped), None));
+        q.dropped = 0;
+    }
+    out
+}
+
+/// Puts a batch that could not be sent back at the front.
+pub fn requeue(batch: Vec<LogEntry>) {
+    let mut q = lock();
+    for e in batch.into_iter().rev() {
+        q.lines.push_front(e);
+    }
+    while q.lines.len() > QUEUE_CAP {
+        q.lines.pop_front();
+        q.dropped += 1;
+    }
+}
+
+fn push(e: LogEntry) {
+    let mut q = lock();
+    if q.lines.len() >= QUEUE_CAP {
+        q.lines.pop_front();
+        q.dropped += 1;
+    }
+    q.lines.push_back(e);
+}
+
+/// RFC 3339 UTC with milliseconds and `Z`.
+pub fn now_ts() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    now.format(&fmt).unwrap_or_default()
+}
+
+fn entry(level: LogLevel, category: &str, message: String, job_id: Option<String>) -> LogEntry {
+    LogEntry { ts: now_ts(), level, category: category.into(), message, job_id }
+}
+
+/// The layer that feeds the queue.
+pub struct ShipLayer;
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    extra: String,
+    job_id: Option<String>,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "message" => self.message.push_str(value),
+            "job_id" => self.job_id = Some(value.to_string()),
+            name => {
+                let _ = write!(self.extra, " {name}={value}");
+            }
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "message" => {
+                let _ = write!(self.message, "{value:?}");
+            }
+            "job_id" => self.job_id = Some(format!("{value:?}").trim_matches('"').to_string()),
+            name => {
+                let _ = write!(self.extra, " {name}={value:?}");
+            }
+        }
+    }
+}
+
+impl<S: Subscriber> Layer<S> for ShipLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        let level = match *meta.level() {
+            Level::ERROR => LogLevel::Error,
+            Level::WARN => LogLevel::Warn,
+            Level::INFO => LogLevel::Info,
+            _ => return,
+        };
+        let target = meta.target();
+        // Only our own events: library internals stay local.
+        if !(target == "ws" || target == "job" || target == "engine" || target == "upload" || target == "worker" || target.starts_with("studio_worker")) {
+            return;
+        }
+        let mut f = Fields::default();
+        event.record(&mut f);
+        let category = target.rsplit("::").next().unwrap_or(target);
+        push(entry(level, category, format!("{}{}", f.message, f.extra), f.job_id));
+    }
+}

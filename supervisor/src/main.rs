@@ -1,0 +1,127 @@
+//! `studio-worker`: the supervisor binary.
+
+mod capabilities;
+mod cli;
+mod config;
+mod deliver;
+mod fetch;
+mod jobs;
+mod local_job;
+mod logship;
+mod register;
+mod runner;
+mod session;
+mod state;
+mod sysinfo;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use studio_protocol::Secret;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+
+fn init_tracing() {
+    let filter = EnvFilter::try_from_env("STUDIO_WORKER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(true);
+    let _ = tracing_subscriber::registry().with(filter).with(fmt).with(logship::ShipLayer).try_init();
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("studio-worker: error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(dispatch(cli)) {
+        let msg = format!("{e:#}").replace('\n', " ");
+        eprintln!("studio-worker: error: {msg}");
+        std::process::exit(1);
+    }
+}
+
+fn config_path(cli: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match cli {
+        Some(p) => Ok(p.clone()),
+        None => Ok(Config::default_path()?),
+    }
+}
+
+fn update(path: &Path, f: impl FnOnce(&mut Config)) -> anyhow::Result<Config> {
+    let mut cfg = Config::load(path)?;
+    f(&mut cfg);
+    cfg.save(path)?;
+    Ok(cfg)
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let path = config_path(&cli.config)?;
+    match cli.command {
+        Command::Run => session::run(path).await,
+        Command::Register { bootstrap_token, api_base_url } => {
+            let cfg = Config::load(&path)?;
+            let catalog = runner::EngineCatalog::discover(session::runner_path(&cfg));
+            let id = register::register(&path, cfg, Secret::new(bootstrap_token), api_base_url, &catalog).await?;
+            println!("registered as {id}; identity stored in {}", path.display());
+            Ok(())
+        }
+        Command::Status => {
+            let cfg = Config::load(&path)?;
+            println!("config:        {}", path.display());
+            println!("worker id:     {}", cfg.worker_id.as_deref().unwrap_or("(not registered)"));
+            println!("api base url:  {}", cfg.api_base_url);
+            println!("threshold:     {} GB", cfg.vram_threshold_gb);
+            println!("enabled:       {}", cfg.auto_enabled);
+            println!("models root:   {}", cfg.models_root().display());
+            match state::read(&path) {
+                Some(s) => println!(
+                    "last session:  {} since {}{} (pid {})",
+                    s.state,
+                    s.since,
+                    s.detail.map(|d| format!(": {d}")).unwrap_or_default(),
+                    s.pid
+                ),
+                None => println!("last session:  never run"),
+            }
+            Ok(())
+        }
+        Command::Config => {
+            let cfg = Config::load(&path)?;
+            println!("# {}", path.display());
+            print!("{}", cfg.redacted_toml());
+            Ok(())
+        }
+        Command::Enable => {
+            update(&path, |c| c.auto_enabled = true)?;
+            println!("claiming enabled");
+            Ok(())
+        }
+        Command::Disable => {
+            update(&path, |c| c.auto_enabled = false)?;
+            println!("claiming disabled: the worker stays online and rejects offers (paused)");
+            Ok(())
+        }
+        Command::SetThreshold { gb } => {
+            let value: f64 = gb.trim().parse().with_context(|| format!("`{gb}` is not a number of gigabytes"))?;
+            if !value.is_finite() || value < 0.0 {
+                bail!("threshold must be a number ≥ 0, got {gb}");
+            }
+            update(&path, |c| c.vram_threshold_gb = value)?;
+            println!("vram threshold set to {value} GB");
+            Ok(())
+        }
+        Command::Job(args) => {
+            let cfg = Config::load(&path)?;
+            local_job::run(&cfg, args).await
+        }
+    }
+}

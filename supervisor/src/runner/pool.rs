@@ -1,0 +1,137 @@
+//! The runner pool: one child per engine family, spawned on first use and
+//! kept alive between jobs; a dead child is replaced on the next job with a
+//! higher epoch.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use studio_protocol::runner::{ErrorClass, JobOutput, JobRequest};
+use studio_protocol::studio::{Engine, TaskKind};
+
+use super::child::{ChildFailure, RunnerChild};
+
+/// How to start the runner for each engine present on this host.
+#[derive(Debug, Clone)]
+pub struct EngineCatalog {
+    entries: BTreeMap<String, (PathBuf, Vec<String>, Vec<TaskKind>)>,
+}
+
+impl EngineCatalog {
+    /// Engines served by the `engine-runner` binary at `runner`.
+    pub fn discover(runner: PathBuf) -> Self {
+        let mut entries = BTreeMap::new();
+        entries.insert(
+            Engine::Synthetic.as_str().to_string(),
+            (
+                runner,
+                vec!["--stdio".into(), "--engine".into(), "synthetic".into()],
+                TaskKind::ALL.to_vec(),
+            ),
+        );
+        Self { entries }
+    }
+
+    /// The engines this host can run, by wire name.
+    pub fn names(&self) -> Vec<String> {
+        self.entries.keys().cloned().collect()
+    }
+
+    /// Kinds served by `engine`.
+    pub fn kinds(&self, engine: &str) -> &[TaskKind] {
+        self.entries.get(engine).map(|e| e.2.as_slice()).unwrap_or(&[])
+    }
+
+    /// Checks that `engine` can serve `kind` here; the error says what is
+    /// available.
+    pub fn check(&self, engine: &Engine, kind: TaskKind) -> Result<(), ChildFailure> {
+        let name = engine.as_str();
+        if matches!(engine, Engine::Parakeet) {
+            return Err(ChildFailure {
+                class: ErrorClass::EngineUnavailable,
+                message: "engine `parakeet` is LAN streaming only and not available for jobs".into(),
+                child_dead: false,
+            });
+        }
+        let Some((_, _, kinds)) = self.entries.get(name) else {
+            return Err(ChildFailure {
+                class: ErrorClass::EngineUnavailable,
+                message: format!(
+                    "engine `{name}` is not available on this worker (available: {})",
+                    self.names().join(", ")
+                ),
+                child_dead: false,
+            });
+        };
+        if !kinds.contains(&kind) {
+            return Err(ChildFailure {
+                class: ErrorClass::CannotServe,
+                message: format!("{name} engine cannot serve {kind} tasks"),
+                child_dead: false,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Live children by engine name.
+pub struct RunnerPool {
+    catalog: EngineCatalog,
+    max_frame: usize,
+    children: BTreeMap<String, RunnerChild>,
+    epochs: BTreeMap<String, u64>,
+}
+
+impl RunnerPool {
+    /// An empty pool; children start on first use.
+    pub fn new(catalog: EngineCatalog, max_frame: usize) -> Self {
+        Self { catalog, max_frame, children: BTreeMap::new(), epochs: BTreeMap::new() }
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &EngineCatalog {
+        &self.catalog
+    }
+
+    /// Runs `job` on the child for `engine`, starting one if needed.
+    pub async fn run(
+        &mut self,
+        engine: &Engine,
+        job: JobRequest,
+        on_progress: impl FnMut(u64, u64),
+    ) -> Result<JobOutput, ChildFailure> {
+        self.catalog.check(engine, job.task.kind())?;
+        let name = engine.as_str().to_string();
+        if !self.children.contains_key(&name) {
+            let Some((program, args, _)) = self.catalog.entries.get(&name) else {
+                return Err(ChildFailure {
+                    class: ErrorClass::EngineUnavailable,
+                    message: format!("engine `{name}` is not available"),
+                    child_dead: false,
+                });
+            };
+            let epoch = self.epochs.entry(name.clone()).or_insert(0);
+            *epoch += 1;
+            let child = RunnerChild::spawn(program, args, &name, *epoch, self.max_frame).await?;
+            self.children.insert(name.clone(), child);
+        }
+        let Some(child) = self.children.get_mut(&name) else {
+            return Err(ChildFailure { class: ErrorClass::EngineUnavailable, message: "runner vanished".into(), child_dead: true });
+        };
+        let result = child.run_job(job, on_progress).await;
+        if let Err(f) = &result {
+            if f.child_dead {
+                self.children.remove(&name);
+            }
+        }
+        result
+    }
+
+    /// Stops every child: a shutdown request, then a kill after `grace`.
+    pub async fn shutdown(&mut self, grace: Duration) {
+        let children = std::mem::take(&mut self.children);
+        for (_, child) in children {
+            child.shutdown(grace).await;
+        }
+    }
+}

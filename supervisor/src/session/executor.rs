@@ -1,0 +1,98 @@
+//! The executor task: runs claimed jobs one at a time on the runner pool
+//! and delivers binary results over HTTP itself, so delivery does not
+//! depend on the socket that carried the offer.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use studio_protocol::studio::JobOfferClaim;
+use tokio::sync::{mpsc, watch};
+
+use crate::deliver::{keep_result, upload, ResultUpload, UploadError, UploadTarget};
+use crate::jobs::{Executor, JobData};
+
+/// A job for the executor, tagged with the session that accepted it.
+pub struct ExecRequest {
+    /// The parsed claim.
+    pub claim: JobOfferClaim,
+    /// Session generation that owns the claim.
+    pub gen: u64,
+}
+
+/// How a job ended, for the session to report.
+pub struct JobReport {
+    /// The job.
+    pub job_id: String,
+    /// Session generation that owned the claim.
+    pub gen: u64,
+    /// Full prompt (§5.7).
+    pub prompt: String,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// The end of a job.
+pub enum Outcome {
+    /// A binary result reached the studio over HTTP.
+    Uploaded { ext: String, bytes: usize },
+    /// A JSON result for `completeJson`.
+    Json(serde_json::Value),
+    /// The job failed.
+    Failed { error: String, retryable: bool },
+}
+
+/// What delivery needs.
+pub struct Delivery {
+    pub http: reqwest::Client,
+    pub target: UploadTarget,
+    pub live_gen: watch::Receiver<u64>,
+    pub attempts: u32,
+    pub results_dir: PathBuf,
+    pub results_max_bytes: u64,
+}
+
+/// Runs until the request channel closes, then stops the runners.
+pub async fn run(
+    mut exec: Executor,
+    mut rx: mpsc::Receiver<ExecRequest>,
+    tx: mpsc::Sender<JobReport>,
+    delivery: Delivery,
+) {
+    while let Some(req) = rx.recv().await {
+        let job_id = req.claim.job_id.clone();
+        let prompt = req.claim.task.reported_prompt();
+        tracing::info!(target: "job", job_id = %job_id, "running {} on {} (model {})", req.claim.task.kind(), req.claim.model_source.engine, req.claim.model);
+        let outcome = match exec.execute(&req.claim).await {
+            Ok(JobData::Json(v)) => Outcome::Json(v),
+            Ok(JobData::Bytes { data, ext }) => deliver_bytes(&delivery, req.gen, &job_id, &prompt, &ext, data).await,
+            Err(e) => {
+                tracing::warn!(target: "job", job_id = %job_id, "job failed ({}): {}", e.class.as_str(), e.message);
+                Outcome::Failed { retryable: e.retryable(), error: e.message }
+            }
+        };
+        if tx.send(JobReport { job_id, gen: req.gen, prompt, outcome }).await.is_err() {
+            break;
+        }
+    }
+    exec.pool().shutdown(Duration::from_secs(2)).await;
+}
+
+async fn deliver_bytes(d: &Delivery, gen: u64, job_id: &str, prompt: &str, ext: &str, data: Vec<u8>) -> Outcome {
+    let live = d.live_gen.clone();
+    let item = ResultUpload { job_id, prompt, ext, data: &data };
+    match upload(&d.http, &d.target, &item, d.attempts, move || *live.borrow() == gen).await {
+        Ok(()) => {
+            tracing::info!(target: "upload", job_id = %job_id, "uploaded {} bytes of {ext}", data.len());
+            Outcome::Uploaded { ext: ext.to_string(), bytes: data.len() }
+        }
+        Err(e) => {
+            let kept = match keep_result(&d.results_dir, job_id, ext, &data, d.results_max_bytes) {
+                Ok(p) => format!("; result kept at {}", p.display()),
+                Err(io) => format!("; could not keep the result either: {io}"),
+            };
+            tracing::error!(target: "upload", job_id = %job_id, "{e}{kept}");
+            let retryable = !matches!(e, UploadError::Refused { status: 400, .. });
+            Outcome::Failed { error: format!("{e}{kept}"), retryable }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! `studio-worker run`: the studio session and everything it owns.
+//!
+//! ```text
+//!  signals ─▶ shutdown watch ─┐
+//!                             ▼
+//!  reconnect loop ──▶ connection::run (one WebSocket) ── ExecRequest ──▶ executor task
+//!        ▲ backoff 1 s → 30 s         ▲                                     │ runner pool
+//!        └── SessionEnd ──────────────┘◀──────────── JobReport ─────────────┘ + uploads
+//! ```
+//!
+//! The executor task owns the runner pool and runs one job at a time,
+//! independent of the socket: a job survives a reconnect. Its report is
+//! delivered by whichever session is live; JSON results and failures of a
+//! job whose session is gone are kept on disk (the studio has already
+//! released that claim).
+
+mod connection;
+mod executor;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use tokio::sync::{mpsc, watch};
+
+use crate::capabilities::HostFacts;
+use crate::config::Config;
+use crate::deliver::UploadTarget;
+use crate::jobs::Executor;
+use crate::runner::{EngineCatalog, RunnerPool};
+
+pub use connection::SessionEnd;
+use executor::{ExecRequest, JobReport};
+
+/// Base and cap of the reconnect backoff.
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// State that outlives one connection; owned by the reconnect loop.
+pub struct Worker {
+    config_path: PathBuf,
+    cfg: Config,
+    host: HostFacts,
+    catalog: EngineCatalog,
+    exec_tx: mpsc::Sender<ExecRequest>,
+    reports: mpsc::Receiver<JobReport>,
+    live_gen: watch::Sender<u64>,
+    /// Generation of the current (or last) welcomed session.
+    gen: u64,
+    /// The job holding the one-job gate.
+    current_job: Option<String>,
+    shutdown: watch::Receiver<u32>,
+}
+
+impl Worker {
+    fn paused(&self) -> bool {
+        !self.cfg.auto_enabled || self.draining()
+    }
+
+    fn draining(&self) -> bool {
+        *self.shutdown.borrow() > 0
+    }
+
+    /// Re-reads the config file (the operator may have run `disable` or
+    /// `set-threshold`); a broken file keeps the last good config.
+    fn reload_config(&mut self) {
+        match Config::load(&self.config_path) {
+            Ok(mut c) => {
+                if c.auto_enabled != self.cfg.auto_enabled {
+                    if c.auto_enabled {
+                        tracing::info!(target: "worker", "claiming resumed by operator");
+                    } else {
+                        tracing::info!(target: "worker", "claiming paused by operator");
+                    }
+                }
+                // Credentials in use stay as they are until reconnect.
+                c.auth_token = self.cfg.auth_token.clone().or(c.auth_token);
+                self.cfg = c;
+            }
+            Err(e) => tracing::warn!(target: "worker", "keeping the previous config: {e}"),
+        }
+    }
+}
+
+/// Where the runner binary is: config, else beside this executable.
+pub fn runner_path(cfg: &Config) -> PathBuf {
+    if let Some(p) = &cfg.engine_runner_path {
+        return crate::config::expand_home(p);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("engine-runner")))
+        .unwrap_or_else(|| PathBuf::from("engine-runner"))
+}
+
+/// Counts SIGTERM/SIGINT into `tx`; the second one exits at once (the
+/// runners die with us through `PR_SET_PDEATHSIG`).
+fn spawn_signal_watch(tx: watch::Sender<u32>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            let n = *tx.borrow() + 1;
+            if n >= 2 {
+                tracing::warn!(target: "worker", "second signal: exiting now");
+                std::process::exit(130);
+            }
+            tracing::info!(target: "worker", "signal received: draining (no new offers), send again to exit at once");
+            let _ = tx.send(n);
+        }
+    });
+    Ok(())
+}
+
+/// Waits for credentials, polling the config every second.
+async fn wait_for_credentials(config_path: &Path, shutdown: &mut watch::Receiver<u32>) -> anyhow::Result<Config> {
+    let mut told = false;
+    loop {
+        let cfg = Config::load(config_path)?;
+        if cfg.has_credentials() {
+            return Ok(cfg);
+        }
+        if let Some(token) = cfg.bootstrap_token.clone() {
+            let catalog = EngineCatalog::discover(runner_path(&cfg));
+            let base = cfg.api_base_url.clone();
+            match crate::register::register(config_path, cfg, token, base, &catalog).await {
+                Ok(id) => {
+                    tracing::info!(target: "worker", "registered as {id}");
+                    continue;
+                }
+                Err(e) => tracing::warn!(target: "worker", "registration with the stored bootstrap token failed: {e:#}"),
+            }
+        } else if !told {
+            tracing::warn!(target: "worker", "not registered yet: waiting for `studio-worker register --bootstrap-token T --api-base-url URL` (config {})", config_path.display());
+            told = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => bail!("stopped before registration"),
+        }
+    }
+}
+
+/// The `run` command.
+pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
+    let (sig_tx, mut shutdown) = watch::channel(0u32);
+    spawn_signal_watch(sig_tx)?;
+    let cfg = wait_for_credentials(&config_path, &mut shutdown).await?;
+    let host = HostFacts::probe();
+    let catalog = EngineCatalog::discover(runner_path(&cfg));
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let (exec_tx, exec_rx) = mpsc::channel(4);
+    let (report_tx, reports) = mpsc::channel(16);
+    let (live_gen, live_rx) = watch::channel(0u64);
+    let target = UploadTarget {
+        api_base_url: cfg.api_base_url.clone(),
+        worker_id: cfg.worker_id.clone().unwrap_or_default(),
+        auth_token: cfg.auth_token.clone().unwrap_or_default(),
+    };
+    let executor = Executor::new(RunnerPool::new(catalog.clone(), cfg.max_frame_bytes), http.clone(), false);
+    let exec_task = tokio::spawn(executor::run(
+        executor,
+        exec_rx,
+        report_tx,
+        executor::Delivery {
+            http,
+            target,
+            live_gen: live_rx,
+            attempts: cfg.upload_attempts,
+            results_dir: cfg.results_dir(),
+            results_max_bytes: cfg.results_max_mb * 1024 * 1024,
+        },
+    ));
+    let mut worker = Worker {
+        config_path: config_path.clone(),
+        cfg,
+        host,
+        catalog,
+        exec_tx,
+        reports,
+        live_gen,
+        gen: 0,
+        current_job: None,
+        shutdown,
+    };
+    let outcome = reconnect_loop(&mut worker).await;
+    crate::state::record(&config_path, if outcome.is_ok() { "stopped" } else { "ended" }, outcome.as_ref().err().map(|e| format!("{e:#}")));
+    // Closing the request channel stops the executor, which stops runners.
+    drop(worker);
+    let _ = tokio::time::timeout(Duration::from_secs(10), exec_task).await;
+    outcome
+}
+
+async fn reconnect_loop(w: &mut Worker) -> anyhow::Result<()> {
+    let mut attempt: u32 = 0;
+    loop {
+        crate::state::record(&w.config_path, "connecting", None);
+        match connection::run(w).await {
+            SessionEnd::Shutdown => {
+                tracing::info!(target: "ws", "session closed for shutdown");
+                return Ok(());
+            }
+            SessionEnd::AuthFailed(reason) => {
+                crate::state::record(&w.config_path, "auth_failed", Some(reason.clone()));
+                return Err(anyhow!("ws auth failed: {reason}; re-register with `studio-worker register`"));
+            }
+            SessionEnd::Fatal(reason) => {
+                crate::state::record(&w.config_path, "ended", Some(reason.clone()));
+                return Err(anyhow!("session ended by the studio: {reason}"));
+            }
+            SessionEnd::Disconnected { welcomed, reason } => {
+                crate::state::record(&w.config_path, "disconnected", Some(reason.clone()));
+                if welcomed {
+                    attempt = 0;
+                }
+                attempt += 1;
+                let cap = w.cfg.ws_reconnect_attempts;
+                if cap > 0 && attempt > cap {
+                    return Err(anyhow!("ws reconnect cap reached ({cap} attempts): {reason}"));
+                }
+                let delay = BACKOFF_BASE.saturating_mul(1 << (attempt - 1).min(5)).min(BACKOFF_MAX);
+                tracing::warn!(target: "ws", "disconnected: {reason}; reconnecting in {} ms (attempt {attempt})", delay.as_millis());
+                if w.draining() && w.current_job.is_none() {
+                    return Ok(());
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = w.shutdown.changed() => {
+                        if w.current_job.is_none() {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
