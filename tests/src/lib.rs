@@ -1,1 +1,29 @@
+//! Test support for end-to-end tests of the real binaries:
+//!
+//! * [`studio`]: a fake studio (WebSocket + HTTP on 127.0.0.1:0) that
+//!   implements the studio side of `studio-worker-v1` and records every
+//!   frame, upload and registration it sees.
+//! * [`proc`]: starting the real `studio-worker` and `engine-runner`
+//!   binaries with a private config, and watching their processes.
+//!
+//! The studio is the only mock in the project, because the real one is not
+//! available; everything on the worker side is the real thing.
 
+pub mod claims;
+pub mod proc;
+pub mod studio;
+
+use std::time::Duration;
+
+/// Starts a registered worker against `studio` and waits for its first
+/// session.
+pub async fn start_worker(studio: &studio::FakeStudio, extra: &str, env: &[(&str, &str)]) -> (proc::WorkerHome, proc::WorkerProc) {
+    let home = proc::WorkerHome::new(&studio.url(), Some((studio::WORKER_ID, studio::TOKEN)), extra);
+    let worker = home.spawn_run(env);
+    let before = studio.sessions();
+    tokio::select! {
+        _ = studio.wait_session(before + 1) => {}
+        _ = tokio::time::sleep(Duration::from_secs(30)) => panic!("worker never connected; log:\n{}", worker.log()),
+    }
+    (home, worker)
+}

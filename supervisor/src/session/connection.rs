@@ -148,6 +148,7 @@ pub async fn run(w: &mut Worker) -> SessionEnd {
     }
 
     w.gen += 1;
+    w.deferred_offer = None;
     let _ = w.live_gen.send(w.gen);
     crate::state::record(&w.config_path, "connected", None);
     let end = event_loop(w, &mut sink, &mut stream).await;
@@ -211,6 +212,13 @@ async fn event_loop(w: &mut Worker, sink: &mut Sink, stream: &mut futures_util::
             Some(report) = w.reports.recv() => {
                 if let Err(e) = on_report(w, sink, report).await {
                     return disconnected(true, e);
+                }
+                if w.current_job.is_none() {
+                    if let Some(raw) = w.deferred_offer.take() {
+                        if let Err(e) = on_offer(w, sink, &raw).await {
+                            return disconnected(true, e);
+                        }
+                    }
                 }
             }
             _ = shutdown.changed() => {}
@@ -327,6 +335,13 @@ async fn on_offer(w: &mut Worker, sink: &mut Sink, raw: &serde_json::Value) -> R
         tracing::info!(target: "ws", job_id = %job_id, "rejecting {job_id}: {reason}");
         return send(sink, &WorkerFrame::Reject { job_id, reason: reason.into(), code: Some(RejectCode::Paused) }).await;
     }
+    if w.current_job.is_some() && w.uploading && w.deferred_offer.is_none() {
+        // The studio offers the next job as soon as it has our upload,
+        // which may be before its HTTP answer reaches us: hold the offer
+        // until the upload ends instead of rejecting it.
+        w.deferred_offer = Some(raw.clone());
+        return Ok(());
+    }
     if w.current_job.is_some() {
         tracing::info!(target: "ws", job_id = %job_id, "rejecting {job_id}: busy");
         return send(sink, &WorkerFrame::Reject { job_id, reason: "worker already has an in-flight job".into(), code: Some(RejectCode::Busy) }).await;
@@ -348,8 +363,13 @@ async fn on_offer(w: &mut Worker, sink: &mut Sink, raw: &serde_json::Value) -> R
 }
 
 async fn on_report(w: &mut Worker, sink: &mut Sink, r: JobReport) -> Result<(), String> {
+    if let Outcome::Uploading = r.outcome {
+        w.uploading = w.current_job.as_deref() == Some(r.job_id.as_str());
+        return Ok(());
+    }
     if w.current_job.as_deref() == Some(r.job_id.as_str()) {
         w.current_job = None;
+        w.uploading = false;
     }
     if r.gen != w.gen {
         // The session that owned this claim is gone; the studio released
@@ -362,7 +382,7 @@ async fn on_report(w: &mut Worker, sink: &mut Sink, r: JobReport) -> Result<(), 
                     Err(e) => format!("result lost: {e}"),
                 }
             }
-            Outcome::Uploaded { .. } => "result was uploaded".into(),
+            Outcome::Uploaded { .. } | Outcome::Uploading => "result was uploaded".into(),
             Outcome::Failed { error, .. } => format!("failure not reported: {error}"),
         };
         tracing::warn!(target: "job", job_id = %r.job_id, "job {} finished after its session ended; {note}", r.job_id);
@@ -378,5 +398,6 @@ async fn on_report(w: &mut Worker, sink: &mut Sink, r: JobReport) -> Result<(), 
             Ok(())
         }
         Outcome::Failed { error, retryable } => send(sink, &WorkerFrame::Fail { job_id: r.job_id, error, retryable }).await,
+        Outcome::Uploading => Ok(()),
     }
 }

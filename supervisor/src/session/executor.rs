@@ -33,6 +33,9 @@ pub struct JobReport {
 
 /// The end of a job.
 pub enum Outcome {
+    /// Not final: the result exists and its upload starts now. The studio
+    /// may offer the next job before the upload's answer reaches us.
+    Uploading,
     /// A binary result reached the studio over HTTP.
     Uploaded { ext: String, bytes: usize },
     /// A JSON result for `completeJson`.
@@ -64,7 +67,13 @@ pub async fn run(
         tracing::info!(target: "job", job_id = %job_id, "running {} on {} (model {})", req.claim.task.kind(), req.claim.model_source.engine, req.claim.model);
         let outcome = match exec.execute(&req.claim).await {
             Ok(JobData::Json(v)) => Outcome::Json(v),
-            Ok(JobData::Bytes { data, ext }) => deliver_bytes(&delivery, req.gen, &job_id, &prompt, &ext, data).await,
+            Ok(JobData::Bytes { data, ext }) => {
+                let note = JobReport { job_id: job_id.clone(), gen: req.gen, prompt: prompt.clone(), outcome: Outcome::Uploading };
+                if tx.send(note).await.is_err() {
+                    break;
+                }
+                deliver_bytes(&delivery, req.gen, &job_id, &prompt, &ext, data).await
+            }
             Err(e) => {
                 tracing::warn!(target: "job", job_id = %job_id, "job failed ({}): {}", e.class.as_str(), e.message);
                 Outcome::Failed { retryable: e.retryable(), error: e.message }

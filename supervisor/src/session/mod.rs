@@ -49,6 +49,10 @@ pub struct Worker {
     gen: u64,
     /// The job holding the one-job gate.
     current_job: Option<String>,
+    /// True once the current job's result is being uploaded.
+    uploading: bool,
+    /// An offer that arrived during that upload, answered when it ends.
+    deferred_offer: Option<serde_json::Value>,
     shutdown: watch::Receiver<u32>,
 }
 
@@ -186,6 +190,8 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         live_gen,
         gen: 0,
         current_job: None,
+        uploading: false,
+        deferred_offer: None,
         shutdown,
     };
     let outcome = reconnect_loop(&mut worker).await;

@@ -1,0 +1,141 @@
+//! Starting the real binaries.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+
+/// Path of a workspace binary built beside the test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`; scripts/test does this)",
+        path.display()
+    );
+    path
+}
+
+/// A private config directory for one worker.
+pub struct WorkerHome {
+    /// Holds the files.
+    pub dir: tempfile::TempDir,
+}
+
+impl WorkerHome {
+    /// A home whose config points at `studio_url` with the given identity
+    /// (`None` = not registered) and `extra` TOML lines.
+    pub fn new(studio_url: &str, identity: Option<(&str, &str)>, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut toml = format!(
+            "api_base_url = \"{studio_url}\"\nresults_dir = \"{}\"\nmodels_root = \"{}\"\n",
+            dir.path().join("results").display(),
+            dir.path().join("models").display()
+        );
+        if let Some((id, token)) = identity {
+            toml.push_str(&format!("worker_id = \"{id}\"\nauth_token = \"{token}\"\n"));
+        }
+        toml.push_str(extra);
+        std::fs::write(dir.path().join("config.toml"), toml).expect("write config");
+        Self { dir }
+    }
+
+    /// The config file.
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// Runs a one-shot `studio-worker` command to completion.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(bin("studio-worker"))
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .output()
+            .expect("run studio-worker")
+    }
+
+    /// Starts `studio-worker run` with extra environment variables.
+    pub fn spawn_run(&self, env: &[(&str, &str)]) -> WorkerProc {
+        let mut cmd = Command::new(bin("studio-worker"));
+        cmd.arg("--config").arg(self.config()).arg("run");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn studio-worker run");
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+        WorkerProc { child, log }
+    }
+}
+
+/// A running `studio-worker run`.
+pub struct WorkerProc {
+    /// The process.
+    pub child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl WorkerProc {
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// What it printed on stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Waits for exit; panics after `timeout` with the log.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(Ok(s)) => s,
+            _ => panic!("worker did not exit within {timeout:?}; log:\n{}", self.log()),
+        }
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.pid() as i32, sig);
+        }
+    }
+}
+
+/// Pids of live processes whose parent is `ppid`.
+pub fn children_of(ppid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")) else { continue };
+        // pid (comm) state ppid ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(ppid) {
+            out.push(pid);
+        }
+    }
+    out
+}

@@ -1,0 +1,563 @@
+//! The fake studio.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Multipart, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch, Notify};
+
+/// Something the studio saw.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A WebSocket session was upgraded.
+    Connected {
+        /// The Authorization header of the upgrade.
+        authorization: String,
+        /// The subprotocol the worker asked for.
+        protocol: String,
+    },
+    /// A frame from the worker (text frames as JSON).
+    Frame(Value),
+    /// The worker's socket ended; the close code if a close frame came.
+    Closed(Option<u16>),
+    /// A multipart upload.
+    Upload(Upload),
+    /// A bootstrap registration body.
+    Register(Value),
+}
+
+/// One multipart `complete` upload.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// Job id in the URL.
+    pub job_id: String,
+    /// Worker id in the URL.
+    pub worker_id: String,
+    /// The `prompt` field.
+    pub prompt: String,
+    /// The `ext` field.
+    pub ext: String,
+    /// The file part's name.
+    pub part_name: String,
+    /// The file part's file name.
+    pub filename: String,
+    /// The file part's content type.
+    pub content_type: String,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+enum Command {
+    Text(String),
+    Binary(Vec<u8>),
+    Close(u16, String),
+}
+
+/// Offers fed one after another: the next goes out when the previous one
+/// is completed or failed (as the real studio does).
+struct Feed {
+    queue: VecDeque<Value>,
+    sent_at: HashMap<String, Instant>,
+    latencies: Vec<Duration>,
+}
+
+#[derive(Default)]
+struct Inner {
+    worker_id: String,
+    token: String,
+    bootstrap_token: String,
+    events: Vec<(Instant, Event)>,
+    session: Option<mpsc::UnboundedSender<Command>>,
+    sessions: usize,
+    upload_statuses: VecDeque<u16>,
+    files: HashMap<String, Vec<u8>>,
+    feed: Option<Feed>,
+    ack_heartbeats: bool,
+    record_frames: bool,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    notify: Notify,
+    kill: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, e: Event) {
+        let mut i = self.lock();
+        let record = i.record_frames || !matches!(e, Event::Frame(_));
+        if record {
+            i.events.push((Instant::now(), e));
+        }
+        drop(i);
+        self.notify.notify_waiters();
+    }
+}
+
+/// A running fake studio.
+pub struct FakeStudio {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// The identity the fake studio accepts.
+pub const WORKER_ID: &str = "w-test-1";
+/// The auth token it accepts.
+pub const TOKEN: &str = "tok-test-secret-0123456789";
+/// The bootstrap token it accepts.
+pub const BOOTSTRAP: &str = "boot-test-secret";
+
+impl FakeStudio {
+    /// Starts on a free loopback port.
+    pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0".parse().expect("addr")).await
+    }
+
+    /// Starts on `addr` (to come back on the same port after an outage).
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        let (kill, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                worker_id: WORKER_ID.into(),
+                token: TOKEN.into(),
+                bootstrap_token: BOOTSTRAP.into(),
+                ack_heartbeats: true,
+                record_frames: true,
+                ..Default::default()
+            }),
+            notify: Notify::new(),
+            kill,
+        });
+        let app = Router::new()
+            .route("/graphics/api/workers/{id}/connect", get(connect))
+            .route("/graphics/api/workers/{id}/jobs/{job}/complete", post(complete))
+            .route("/graphics/api/workers/register", post(register))
+            .route("/files/{name}", get(file))
+            .with_state(shared.clone());
+        let listener = bind_retry(addr).await;
+        let addr = listener.local_addr().expect("local addr");
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, shared, server }
+    }
+
+    /// The base URL to put in the worker's config.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// URL of a file served by [`FakeStudio::serve_file`].
+    pub fn file_url(&self, name: &str) -> String {
+        format!("http://{}/files/{name}", self.addr)
+    }
+
+    /// Serves `bytes` at `/files/<name>`.
+    pub fn serve_file(&self, name: &str, bytes: Vec<u8>) {
+        self.shared.lock().files.insert(name.into(), bytes);
+    }
+
+    /// The next uploads answer these statuses (then 200).
+    pub fn fail_uploads_with(&self, statuses: &[u16]) {
+        self.shared.lock().upload_statuses.extend(statuses);
+    }
+
+    /// Stop or resume acking heartbeats.
+    pub fn ack_heartbeats(&self, on: bool) {
+        self.shared.lock().ack_heartbeats = on;
+    }
+
+    /// Stop recording worker frames (for benchmarks).
+    pub fn record_frames(&self, on: bool) {
+        self.shared.lock().record_frames = on;
+    }
+
+    /// Number of sessions upgraded so far.
+    pub fn sessions(&self) -> usize {
+        self.shared.lock().sessions
+    }
+
+    /// Everything seen so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.shared.lock().events.iter().map(|(_, e)| e.clone()).collect()
+    }
+
+    /// Worker frames of one `type`.
+    pub fn frames(&self, ty: &str) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Frame(v) if v["type"] == ty => Some(v),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Uploads so far.
+    pub fn uploads(&self) -> Vec<Upload> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Upload(u) => Some(u),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Waits until `pred` matches an event; panics with the event log after
+    /// `timeout`.
+    pub async fn wait_for<T>(&self, timeout: Duration, what: &str, mut pred: impl FnMut(&Event) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(found) = self.shared.lock().events.iter().find_map(|(_, e)| pred(e)) {
+                return found;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let log: Vec<String> = self.events().iter().map(|e| format!("{e:?}").chars().take(300).collect()).collect();
+                panic!("timed out after {timeout:?} waiting for {what}; events:\n{}", log.join("\n"));
+            }
+        }
+    }
+
+    /// Waits for a worker frame of `ty` about `job_id` (any job if empty).
+    pub async fn wait_frame(&self, ty: &str, job_id: &str) -> Value {
+        self.wait_for(Duration::from_secs(20), &format!("{ty} for {job_id}"), |e| match e {
+            Event::Frame(v) if v["type"] == ty && (job_id.is_empty() || v["jobId"] == job_id) => Some(v.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for the upload of `job_id`.
+    pub async fn wait_upload(&self, job_id: &str) -> Upload {
+        self.wait_for(Duration::from_secs(20), &format!("upload of {job_id}"), |e| match e {
+            Event::Upload(u) if u.job_id == job_id => Some(u.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for the `n`th session to be welcomed (1-based).
+    pub async fn wait_session(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+        loop {
+            let notified = self.shared.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let i = self.shared.lock();
+                if i.sessions >= n && i.session.is_some() {
+                    return;
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("session {n} never came; sessions so far: {}", self.sessions());
+            }
+        }
+    }
+
+    fn command(&self, c: Command) {
+        let tx = self.shared.lock().session.clone();
+        match tx {
+            Some(tx) => {
+                let _ = tx.send(c);
+            }
+            None => panic!("no live session to send to"),
+        }
+    }
+
+    /// Sends an offer for `claim`.
+    pub fn offer(&self, claim: Value) {
+        self.send_text(json!({"type": "offer", "claim": claim}).to_string());
+    }
+
+    /// Sends any text frame.
+    pub fn send_text(&self, text: impl Into<String>) {
+        self.command(Command::Text(text.into()));
+    }
+
+    /// Sends a binary frame.
+    pub fn send_binary(&self, bytes: Vec<u8>) {
+        self.command(Command::Binary(bytes));
+    }
+
+    /// Closes the session with `code`.
+    pub fn close(&self, code: u16, reason: &str) {
+        self.command(Command::Close(code, reason.into()));
+    }
+
+    /// Feeds `claims` one at a time (next on complete/fail/upload) and
+    /// sends the first now.
+    pub fn feed(&self, claims: Vec<Value>) {
+        let first = {
+            let mut i = self.shared.lock();
+            let mut feed = Feed { queue: claims.into(), sent_at: HashMap::new(), latencies: Vec::new() };
+            let first = feed.queue.pop_front();
+            if let Some(c) = &first {
+                feed.sent_at.insert(c["jobId"].as_str().unwrap_or_default().to_string(), Instant::now());
+            }
+            i.feed = Some(feed);
+            first
+        };
+        if let Some(c) = first {
+            self.offer(c);
+        }
+    }
+
+    /// Offer-to-result latencies of fed jobs so far, and how many remain.
+    pub fn feed_stats(&self) -> (Vec<Duration>, usize) {
+        let i = self.shared.lock();
+        i.feed.as_ref().map(|f| (f.latencies.clone(), f.queue.len())).unwrap_or_default()
+    }
+
+    /// Drops every connection without a close frame and stops listening
+    /// (a studio outage).
+    pub fn crash(self) -> SocketAddr {
+        self.shared.kill.send_modify(|n| *n += 1);
+        self.server.abort();
+        self.addr
+    }
+}
+
+async fn bind_retry(addr: SocketAddr) -> tokio::net::TcpListener {
+    for _ in 0..100 {
+        if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cannot bind {addr}");
+}
+
+fn bearer(headers: &HeaderMap) -> String {
+    headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+}
+
+async fn connect(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let (expected, worker_id) = {
+        let i = shared.lock();
+        (format!("Bearer {}", i.token), i.worker_id.clone())
+    };
+    let authorization = bearer(&headers);
+    if authorization != expected || id != worker_id {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "unauthorized"}))).into_response();
+    }
+    let protocol = headers.get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    shared.push(Event::Connected { authorization, protocol });
+    ws.protocols(["studio-worker-v1"]).on_upgrade(move |socket| session(shared, socket))
+}
+
+fn close_msg(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame { code, reason: reason.to_string().into() }))
+}
+
+async fn session(shared: Arc<Shared>, mut socket: WebSocket) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut kill = shared.kill.subscribe();
+    let mut welcomed = false;
+    loop {
+        tokio::select! {
+            _ = kill.changed() => {
+                // Outage: vanish without a close frame.
+                return;
+            }
+            cmd = rx.recv() => {
+                let Some(cmd) = cmd else { continue };
+                let msg = match cmd {
+                    Command::Text(t) => Message::Text(t.into()),
+                    Command::Binary(b) => Message::Binary(Bytes::from(b)),
+                    Command::Close(code, reason) => {
+                        let _ = socket.send(close_msg(code, &reason)).await;
+                        shared.lock().session = None;
+                        shared.push(Event::Closed(Some(code)));
+                        return;
+                    }
+                };
+                if socket.send(msg).await.is_err() {
+                    break;
+                }
+            }
+            msg = socket.recv() => {
+                let text = match msg {
+                    Some(Ok(Message::Text(t))) => t.to_string(),
+                    Some(Ok(Message::Close(frame))) => {
+                        shared.lock().session = None;
+                        shared.push(Event::Closed(frame.map(|f| f.code)));
+                        return;
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        shared.push(Event::Frame(json!({"type": "<binary>"})));
+                        continue;
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => break,
+                };
+                let Ok(v) = serde_json::from_str::<Value>(&text) else {
+                    shared.push(Event::Frame(json!({"type": "<not json>", "text": text})));
+                    continue;
+                };
+                let reply = on_frame(&shared, &v, &tx, &mut welcomed);
+                shared.push(Event::Frame(v));
+                match reply {
+                    Reply::None => {}
+                    Reply::Send(m) => {
+                        if socket.send(Message::Text(m.to_string().into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Reply::Refuse(m) => {
+                        let _ = socket.send(Message::Text(m.to_string().into())).await;
+                        let _ = socket.send(close_msg(4001, "auth failed")).await;
+                        shared.push(Event::Closed(Some(4001)));
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    let mut i = shared.lock();
+    i.session = None;
+    drop(i);
+    shared.push(Event::Closed(None));
+}
+
+enum Reply {
+    None,
+    Send(Value),
+    Refuse(Value),
+}
+
+fn on_frame(shared: &Shared, v: &Value, tx: &mpsc::UnboundedSender<Command>, welcomed: &mut bool) -> Reply {
+    let mut i = shared.lock();
+    match v["type"].as_str().unwrap_or_default() {
+        "hello" => {
+            if v["authToken"] != i.token.as_str() {
+                return Reply::Refuse(json!({"type": "error", "code": "auth_failed", "message": "bad token"}));
+            }
+            *welcomed = true;
+            i.sessions += 1;
+            i.session = Some(tx.clone());
+            let worker_id = i.worker_id.clone();
+            drop(i);
+            shared.notify.notify_waiters();
+            Reply::Send(json!({"type": "welcome", "workerId": worker_id, "serverTime": "2026-11-27T00:00:00Z"}))
+        }
+        "heartbeat" if i.ack_heartbeats => Reply::Send(json!({"type": "heartbeatAck"})),
+        "completeJson" | "fail" => {
+            let job = v["jobId"].as_str().unwrap_or_default().to_string();
+            feed_next(&mut i, &job, tx);
+            let ty = if v["type"] == "fail" { "failAck" } else { "completeAck" };
+            Reply::Send(json!({"type": ty, "jobId": job}))
+        }
+        _ => Reply::None,
+    }
+}
+
+/// Records the fed job's latency and offers the next one.
+fn feed_next(i: &mut Inner, job: &str, tx: &mpsc::UnboundedSender<Command>) {
+    let Some(feed) = i.feed.as_mut() else { return };
+    if let Some(t0) = feed.sent_at.remove(job) {
+        feed.latencies.push(t0.elapsed());
+    }
+    if let Some(next) = feed.queue.pop_front() {
+        feed.sent_at.insert(next["jobId"].as_str().unwrap_or_default().to_string(), Instant::now());
+        let _ = tx.send(Command::Text(json!({"type": "offer", "claim": next}).to_string()));
+    }
+}
+
+async fn complete(
+    State(shared): State<Arc<Shared>>,
+    Path((worker_id, job_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    mut form: Multipart,
+) -> Response {
+    if bearer(&headers) != format!("Bearer {}", shared.lock().token) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let mut up = Upload {
+        job_id: job_id.clone(),
+        worker_id,
+        prompt: String::new(),
+        ext: String::new(),
+        part_name: String::new(),
+        filename: String::new(),
+        content_type: String::new(),
+        bytes: Vec::new(),
+        at: Instant::now(),
+    };
+    let mut order = Vec::new();
+    while let Ok(Some(field)) = form.next_field().await {
+        let name = field.name().unwrap_or_default().to_string();
+        order.push(name.clone());
+        match name.as_str() {
+            "prompt" => up.prompt = field.text().await.unwrap_or_default(),
+            "ext" => up.ext = field.text().await.unwrap_or_default(),
+            _ => {
+                up.part_name = name;
+                up.filename = field.file_name().unwrap_or_default().to_string();
+                up.content_type = field.content_type().unwrap_or_default().to_string();
+                up.bytes = field.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+            }
+        }
+    }
+    if order != ["prompt", "ext", "image"] {
+        return (StatusCode::BAD_REQUEST, format!("multipart parts out of order: {order:?}")).into_response();
+    }
+    let status = shared.lock().upload_statuses.pop_front();
+    if let Some(code) = status {
+        return (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "injected failure").into_response();
+    }
+    up.at = Instant::now();
+    shared.push(Event::Upload(up));
+    {
+        let mut i = shared.lock();
+        if let Some(tx) = i.session.clone() {
+            feed_next(&mut i, &job_id, &tx);
+        }
+    }
+    Json(json!({"ok": true})).into_response()
+}
+
+async fn register(State(shared): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let (boot, id, token) = {
+        let i = shared.lock();
+        (i.bootstrap_token.clone(), i.worker_id.clone(), i.token.clone())
+    };
+    shared.push(Event::Register(body.clone()));
+    if bearer(&headers) != format!("Bearer {boot}") || body["bootstrapToken"] != boot.as_str() {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "bad bootstrap token"}))).into_response();
+    }
+    Json(json!({"workerId": id, "authToken": token})).into_response()
+}
+
+async fn file(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    match shared.lock().files.get(&name) {
+        Some(b) => b.clone().into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
