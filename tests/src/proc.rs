@@ -84,7 +84,8 @@ impl WorkerHome {
                 }
             }
         });
-        WorkerProc { child, log }
+        let pid = child.id().unwrap_or(0);
+        WorkerProc { child, pid, log }
     }
 }
 
@@ -92,13 +93,14 @@ impl WorkerHome {
 pub struct WorkerProc {
     /// The process.
     pub child: Child,
+    pid: u32,
     log: Arc<Mutex<String>>,
 }
 
 impl WorkerProc {
     /// Its pid.
     pub fn pid(&self) -> u32 {
-        self.child.id().unwrap_or(0)
+        self.pid
     }
 
     /// What it printed on stderr so far.
@@ -138,4 +140,24 @@ pub fn children_of(ppid: u32) -> Vec<u32> {
         }
     }
     out
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Waits up to `timeout` for every pid in `pids` to be gone.
+pub async fn wait_gone(pids: &[u32], timeout: Duration) -> Vec<u32> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+        if left.is_empty() || tokio::time::Instant::now() > deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -1,0 +1,306 @@
+//! The studio session, end to end against the real `studio-worker`:
+//! registration, auth failures, reconnects, robustness to bad frames and
+//! offers, busy/paused, upload retries and log shipping.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use studio_worker_tests::claims::{claim, claim_with, image, llm, synthetic_source};
+use studio_worker_tests::proc::WorkerHome;
+use studio_worker_tests::start_worker;
+use studio_worker_tests::studio::{Event, FakeStudio, BOOTSTRAP, TOKEN, WORKER_ID};
+
+const FAULTS: &[(&str, &str)] = &[("STUDIO_WORKER_FAULT_INJECTION", "1")];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_writes_the_identity_0600_and_is_idempotent() {
+    let studio = FakeStudio::start().await;
+    let home = WorkerHome::new("https://unused.invalid/", None, "");
+    let url = studio.url();
+    let out = home.cli(&["register", "--bootstrap-token", BOOTSTRAP, "--api-base-url", &url]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mode = std::fs::metadata(home.config()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let text = std::fs::read_to_string(home.config()).unwrap();
+    assert!(text.contains(WORKER_ID) && text.contains(TOKEN) && text.contains(&url));
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!printed.contains(TOKEN) && !printed.contains(BOOTSTRAP), "secrets printed: {printed}");
+    let first = studio.wait_for(Duration::from_secs(5), "register", |e| match e {
+        Event::Register(b) => Some(b.clone()),
+        _ => None,
+    }).await;
+    assert!(first.get("workerId").is_none(), "first registration has no id");
+    assert_eq!(first["capabilities"]["engine"], "multi");
+
+    // Again: the known id is sent, the identity is unchanged.
+    let out = home.cli(&["register", "--bootstrap-token", BOOTSTRAP, "--api-base-url", &url]);
+    assert!(out.status.success());
+    let regs: Vec<Value> = studio.events().into_iter().filter_map(|e| match e { Event::Register(b) => Some(b), _ => None }).collect();
+    assert_eq!(regs.len(), 2);
+    assert_eq!(regs[1]["workerId"], WORKER_ID);
+
+    // A wrong bootstrap token fails with a one-line reason and keeps the identity.
+    let out = home.cli(&["register", "--bootstrap-token", "nope", "--api-base-url", &url]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bootstrap token was not accepted"), "{err}");
+    assert!(std::fs::read_to_string(home.config()).unwrap().contains(TOKEN));
+
+    // The registered worker then connects and works.
+    let mut worker = home.spawn_run(&[]);
+    studio.wait_session(1).await;
+    studio.offer(claim("after-register", llm("hi")));
+    studio.wait_frame("completeJson", "after-register").await;
+    worker.signal(libc::SIGTERM);
+    assert!(worker.wait_exit(Duration::from_secs(10)).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_ends_the_process_non_zero() {
+    let studio = FakeStudio::start().await;
+    // 401 on the upgrade.
+    let home = WorkerHome::new(&studio.url(), Some((WORKER_ID, "tok-wrong")), "");
+    let mut w = home.spawn_run(&[]);
+    let status = w.wait_exit(Duration::from_secs(10)).await;
+    assert!(!status.success());
+    assert!(w.log().contains("ws auth failed"), "{}", w.log());
+    assert!(!w.log().contains("tok-wrong"), "token leaked to the log");
+
+    // Close 4001 after welcome.
+    let (_home, mut w) = start_worker(&studio, "", &[]).await;
+    studio.close(4001, "token revoked");
+    assert!(!w.wait_exit(Duration::from_secs(10)).await.success());
+    assert!(w.log().contains("4001"), "{}", w.log());
+
+    // An auth_failed error frame.
+    let (_home, mut w) = start_worker(&studio, "", &[]).await;
+    studio.send_text(json!({"type": "error", "code": "auth_failed", "message": "revoked"}).to_string());
+    assert!(!w.wait_exit(Duration::from_secs(10)).await.success());
+    // The worker closed with 1000 itself.
+    studio.wait_for(Duration::from_secs(5), "close 1000", |e| matches!(e, Event::Closed(Some(1000))).then_some(())).await;
+
+    // worker_deleted is terminal too.
+    let (_home, mut w) = start_worker(&studio, "", &[]).await;
+    studio.send_text(json!({"type": "error", "code": "worker_deleted", "message": "gone"}).to_string());
+    assert!(!w.wait_exit(Duration::from_secs(10)).await.success());
+    assert!(w.log().contains("worker_deleted"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_close_or_an_outage_is_followed_by_a_reconnect() {
+    let studio = FakeStudio::start().await;
+    let (_home, worker) = start_worker(&studio, "", &[]).await;
+    let pid = worker.pid();
+    studio.offer(claim("before", image(16, 16, "png")));
+    studio.wait_upload("before").await;
+
+    studio.close(1000, "deploy");
+    studio.wait_session(2).await;
+    studio.offer(claim("after-close", image(16, 16, "png")));
+    studio.wait_upload("after-close").await;
+
+    // A transient studio error also reconnects.
+    studio.send_text(json!({"type": "error", "code": "internal_error", "message": "oops"}).to_string());
+    studio.wait_session(3).await;
+
+    // Outage: the studio vanishes, then comes back on the same port.
+    let addr = studio.crash();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let studio = FakeStudio::start_on(addr).await;
+    studio.wait_session(1).await;
+    studio.offer(claim("after-outage", llm("still there?")));
+    studio.wait_frame("completeJson", "after-outage").await;
+    assert_eq!(worker.pid(), pid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_and_offers_keep_the_session() {
+    let studio = FakeStudio::start().await;
+    let (_home, _worker) = start_worker(&studio, "", &[]).await;
+    studio.send_text("this is not json");
+    studio.send_text(json!({"type": "cancel", "jobId": "x"}).to_string());
+    studio.send_binary(vec![1, 2, 3]);
+    studio.send_text(json!({"type": "offer", "claim": {"gameId": "no job id"}}).to_string());
+
+    let src = synthetic_source();
+    let base = |id: &str| json!({"jobId": id, "gameId": "g", "assetName": "g/a", "model": "m", "vramGbEstimate": 1.0});
+    let mut no_task = base("bad-no-task");
+    no_task["modelSource"] = src.clone();
+    let mut bad_kind = claim("bad-kind", json!({"kind": "sculpture", "prompt": "p"}));
+    bad_kind["model"] = json!("m");
+    let neg = claim("bad-neg", json!({"kind": "image", "prompt": "p", "width": -64}));
+    let zero = claim("bad-zero", json!({"kind": "image", "prompt": "p", "height": 0}));
+    let mut role = claim("bad-role", image(8, 8, "png"));
+    role["modelSource"]["files"] = json!([{"role": "weights", "url": "https://x.invalid/f", "filename": "f"}]);
+    let mut wrong_type = claim("bad-type", image(8, 8, "png"));
+    wrong_type["vramGbEstimate"] = json!("lots");
+    for (offer, field) in [
+        (no_task, "task"),
+        (bad_kind, "task.kind"),
+        (neg, "task.width"),
+        (zero, "task.height"),
+        (role, "role"),
+        (wrong_type, "vramGbEstimate"),
+    ] {
+        let id = offer["jobId"].as_str().unwrap().to_string();
+        studio.offer(offer);
+        studio.wait_frame("accept", &id).await;
+        let fail = studio.wait_frame("fail", &id).await;
+        assert_eq!(fail["retryable"], false, "{fail}");
+        assert!(fail["error"].as_str().unwrap().contains(field), "{field}: {fail}");
+    }
+
+    // An engine this worker lacks: accepted, failed retryable, naming it.
+    for engine in ["gradio", "llama-cpp", "parakeet"] {
+        let mut c = claim(&format!("eng-{engine}"), llm("hi"));
+        c["modelSource"]["engine"] = json!(engine);
+        studio.offer(c);
+        let fail = studio.wait_frame("fail", &format!("eng-{engine}")).await;
+        assert_eq!(fail["retryable"], true, "{fail}");
+        assert!(fail["error"].as_str().unwrap().contains(engine), "{fail}");
+    }
+    let fail = studio.frames("fail").into_iter().find(|f| f["jobId"] == "eng-gradio").unwrap();
+    assert!(fail["error"].as_str().unwrap().contains("available: synthetic"), "{fail}");
+
+    // Still the same session, and it still works.
+    studio.offer(claim("good", image(8, 8, "png")));
+    studio.wait_upload("good").await;
+    assert_eq!(studio.sessions(), 1);
+    assert!(studio.frames("reject").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_offer_during_a_job_is_rejected_busy() {
+    let studio = FakeStudio::start().await;
+    let (_home, _worker) = start_worker(&studio, "", FAULTS).await;
+    studio.offer(claim_with("slow", "fault:slow:6000", image(16, 16, "png")));
+    studio.wait_frame("accept", "slow").await;
+    studio.offer(claim("second", image(16, 16, "png")));
+    let reject = studio.wait_frame("reject", "second").await;
+    assert_eq!(reject["code"], "busy");
+    // Heartbeats name the running job.
+    let hb = studio
+        .wait_for(Duration::from_secs(8), "heartbeat with currentJobId", |e| match e {
+            Event::Frame(v) if v["type"] == "heartbeat" && v["currentJobId"] == "slow" => Some(v.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(hb["capabilities"]["autoEnabled"], true);
+    studio.wait_upload("slow").await;
+    studio.offer(claim("third", image(16, 16, "png")));
+    studio.wait_upload("third").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_worker_rejects_paused_until_enabled() {
+    let studio = FakeStudio::start().await;
+    let (home, _worker) = start_worker(&studio, "auto_enabled = false\n", &[]).await;
+    let hello = studio.wait_frame("hello", "").await;
+    assert_eq!(hello["capabilities"]["autoEnabled"], false);
+    studio.offer(claim("p1", image(8, 8, "png")));
+    let r = studio.wait_frame("reject", "p1").await;
+    assert_eq!(r["code"], "paused");
+    assert_eq!(r["reason"], "worker paused by operator");
+
+    // `enable` on the running worker takes effect at the next heartbeat.
+    assert!(home.cli(&["enable"]).status.success());
+    studio
+        .wait_for(Duration::from_secs(12), "heartbeat with autoEnabled", |e| match e {
+            Event::Frame(v) if v["type"] == "heartbeat" && v["capabilities"]["autoEnabled"] == true => Some(()),
+            _ => None,
+        })
+        .await;
+    studio.offer(claim("p2", image(8, 8, "png")));
+    studio.wait_upload("p2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_retry_on_5xx_and_keep_the_result_when_refused() {
+    let studio = FakeStudio::start().await;
+    let (home, _worker) = start_worker(&studio, "", &[]).await;
+    studio.fail_uploads_with(&[503, 502]);
+    studio.offer(claim("retry", image(16, 16, "png")));
+    let up = studio.wait_upload("retry").await;
+    assert_eq!(up.ext, "png");
+    assert!(studio.frames("fail").is_empty());
+
+    // 409 (claim released): no retry, fail retryable, bytes kept on disk.
+    studio.fail_uploads_with(&[409]);
+    studio.offer(claim("refused", image(16, 16, "png")));
+    let fail = studio.wait_frame("fail", "refused").await;
+    assert_eq!(fail["retryable"], true);
+    let msg = fail["error"].as_str().unwrap();
+    assert!(msg.contains("409") && msg.contains("result kept at"), "{msg}");
+    let kept = home.dir.path().join("results/refused.png");
+    let img = image::open(&kept).expect("kept result decodes");
+    assert_eq!(img.width(), 16);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_shipped_in_batches_with_job_ids() {
+    let studio = FakeStudio::start().await;
+    let (_home, _worker) = start_worker(&studio, "", &[]).await;
+    studio.offer(claim("logged", llm("hi")));
+    studio.wait_frame("completeJson", "logged").await;
+    let entry = studio
+        .wait_for(Duration::from_secs(5), "a log line about the job", |e| match e {
+            Event::Frame(v) if v["type"] == "logBatch" => v["entries"].as_array().and_then(|es| es.iter().find(|x| x["jobId"] == "logged").cloned()),
+            _ => None,
+        })
+        .await;
+    assert!(entry["ts"].as_str().unwrap().ends_with('Z'));
+    assert!(["info", "warn", "error"].contains(&entry["level"].as_str().unwrap()));
+    for batch in studio.frames("logBatch") {
+        assert!(!batch["entries"].as_array().unwrap().is_empty(), "no empty batches");
+        assert!(!batch.to_string().contains(TOKEN), "token in a log line");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_stdout_junk_and_a_crash_do_not_disturb_the_session() {
+    let studio = FakeStudio::start().await;
+    let (_home, worker) = start_worker(&studio, "", FAULTS).await;
+    // Native junk on fd 1 goes to the log, not the channel.
+    studio.offer(claim_with("junk", "fault:stdout", image(16, 16, "png")));
+    let up = studio.wait_upload("junk").await;
+    assert!(image::load_from_memory(&up.bytes).is_ok());
+    // A segfaulting engine fails its job with the signal, and the next job
+    // runs on a fresh runner.
+    studio.offer(claim_with("segv", "fault:segv", image(16, 16, "png")));
+    let fail = studio.wait_frame("fail", "segv").await;
+    assert!(fail["error"].as_str().unwrap().contains("SIGSEGV"), "{fail}");
+    assert_eq!(fail["retryable"], true);
+    studio.offer(claim("next", image(16, 16, "png")));
+    studio.wait_upload("next").await;
+    assert!(worker.log().contains("epoch 2"), "runner restarted: {}", worker.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_the_session_and_exits_zero() {
+    let studio = FakeStudio::start().await;
+    let (_home, mut worker) = start_worker(&studio, "", FAULTS).await;
+    studio.offer(claim_with("draining", "fault:slow:1500", image(16, 16, "png")));
+    studio.wait_frame("accept", "draining").await;
+    let mut runners = Vec::new();
+    for _ in 0..100 {
+        runners = studio_worker_tests::proc::children_of(worker.pid());
+        if !runners.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(runners.len(), 1, "one runner child while the job runs");
+    worker.signal(libc::SIGTERM);
+    // No new work while draining.
+    studio.offer(claim("late", image(8, 8, "png")));
+    let r = studio.wait_frame("reject", "late").await;
+    assert_eq!(r["code"], "paused");
+    // The job in flight is still delivered, then a clean close and exit 0.
+    studio.wait_upload("draining").await;
+    let status = worker.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "{}", worker.log());
+    studio.wait_for(Duration::from_secs(5), "close 1000", |e| matches!(e, Event::Closed(Some(1000))).then_some(())).await;
+    let left = studio_worker_tests::proc::wait_gone(&runners, Duration::from_secs(3)).await;
+    assert!(left.is_empty(), "runner outlived the supervisor: {left:?}");
+}
