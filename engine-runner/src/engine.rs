@@ -16,15 +16,24 @@ pub struct EngineError {
 impl EngineError {
     /// A bad task field: not retryable.
     pub fn bad_input(message: impl Into<String>) -> Self {
-        Self { class: ErrorClass::BadInput, message: message.into() }
+        Self {
+            class: ErrorClass::BadInput,
+            message: message.into(),
+        }
     }
     /// A missing engine or tool on this host.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self { class: ErrorClass::EngineUnavailable, message: message.into() }
+        Self {
+            class: ErrorClass::EngineUnavailable,
+            message: message.into(),
+        }
     }
     /// A failure inside the engine.
     pub fn engine(message: impl Into<String>) -> Self {
-        Self { class: ErrorClass::Engine, message: message.into() }
+        Self {
+            class: ErrorClass::Engine,
+            message: message.into(),
+        }
     }
 }
 
@@ -41,5 +50,9 @@ pub trait Engine: Send {
     /// The engine's wire name (`synthetic`, `llama-cpp`, ...).
     fn name(&self) -> &'static str;
     /// Runs one job to completion.
-    fn run(&mut self, job: &JobRequest, report: &mut dyn Reporter) -> Result<JobOutput, EngineError>;
+    fn run(
+        &mut self,
+        job: &JobRequest,
+        report: &mut dyn Reporter,
+    ) -> Result<JobOutput, EngineError>;
 }

@@ -25,7 +25,9 @@ pub(crate) fn before_job(job: &JobRequest, out: &SharedOutbox, report: &mut dyn 
     if !enabled() {
         return;
     }
-    let Some(fault) = job.model.strip_prefix("fault:") else { return };
+    let Some(fault) = job.model.strip_prefix("fault:") else {
+        return;
+    };
     report.log(LogLevel::Warn, format!("fault injection: {fault}"));
     match fault {
         "abort" => std::process::abort(),
@@ -60,7 +62,10 @@ pub(crate) fn before_job(job: &JobRequest, out: &SharedOutbox, report: &mut dyn 
             }
         }
         other => {
-            if let Some(ms) = other.strip_prefix("slow:").and_then(|m| m.parse::<u64>().ok()) {
+            if let Some(ms) = other
+                .strip_prefix("slow:")
+                .and_then(|m| m.parse::<u64>().ok())
+            {
                 let steps = (ms / 20).max(1);
                 for i in 0..steps {
                     std::thread::sleep(Duration::from_millis(ms / steps));

@@ -13,7 +13,11 @@ use engine_runner::{engines, hygiene};
 use studio_protocol::runner::DEFAULT_MAX_FRAME_BYTES;
 
 #[derive(Parser, Debug)]
-#[command(name = "engine-runner", version, about = "Hosts one studio-worker engine in a child process")]
+#[command(
+    name = "engine-runner",
+    version,
+    about = "Hosts one studio-worker engine in a child process"
+)]
 struct Args {
     /// Serve the runner channel on stdin/stdout.
     #[arg(long)]
@@ -49,7 +53,13 @@ fn main() {
     #[cfg(target_os = "linux")]
     // SAFETY: prctl with constant arguments; die with the supervisor.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
     }
     let engine = match engines::build(&args.engine) {
         Ok(e) => e,
@@ -59,9 +69,13 @@ fn main() {
         }
     };
     let mode = if args.json {
-        Mode::JsonLines { out_dir: args.out_dir }
+        Mode::JsonLines {
+            out_dir: args.out_dir,
+        }
     } else {
-        Mode::Framed { max_frame_bytes: args.max_frame_bytes }
+        Mode::Framed {
+            max_frame_bytes: args.max_frame_bytes,
+        }
     };
     std::process::exit(serve(channel, mode, engine));
 }

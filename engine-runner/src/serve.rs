@@ -55,7 +55,8 @@ impl Outbox {
         match self {
             Outbox::Framed(w) => w.write(msg),
             Outbox::Json(f) => {
-                let mut line = serde_json::to_vec(msg).map_err(|e| FrameError::Encode(e.to_string()))?;
+                let mut line =
+                    serde_json::to_vec(msg).map_err(|e| FrameError::Encode(e.to_string()))?;
                 line.push(b'\n');
                 f.write_all(&line)?;
                 f.flush()?;
@@ -107,12 +108,15 @@ impl Inbox {
                 match serde_json::from_str(line) {
                     Ok(m) => return Ok(Some(m)),
                     Err(e) => {
-                        let _ = send(out, &FromRunner::Log {
-                            job_id: None,
-                            epoch: 0,
-                            level: LogLevel::Error,
-                            message: format!("ignored line: {e}"),
-                        });
+                        let _ = send(
+                            out,
+                            &FromRunner::Log {
+                                job_id: None,
+                                epoch: 0,
+                                level: LogLevel::Error,
+                                message: format!("ignored line: {e}"),
+                            },
+                        );
                     }
                 }
             },
@@ -150,15 +154,19 @@ pub fn serve(channel: Channel, mode: Mode, engine: Box<dyn Engine>) -> i32 {
     // Handshake: framed mode waits for the supervisor's hello; a person in
     // JSON mode is greeted first.
     let epoch = match &mode {
-        Mode::Framed { .. } => match inbox.recv(&out) {
-            Ok(Some(ToRunner::Hello { version, epoch })) if version == CHANNEL_VERSION => epoch,
-            Ok(Some(ToRunner::Hello { version, .. })) => {
-                return fatal(&out, format!("channel version {version} not supported (runner speaks {CHANNEL_VERSION})"));
+        Mode::Framed { .. } => {
+            match inbox.recv(&out) {
+                Ok(Some(ToRunner::Hello { version, epoch })) if version == CHANNEL_VERSION => epoch,
+                Ok(Some(ToRunner::Hello { version, .. })) => {
+                    return fatal(&out, format!("channel version {version} not supported (runner speaks {CHANNEL_VERSION})"));
+                }
+                Ok(Some(other)) => {
+                    return fatal(&out, format!("expected hello first, got {other:?}"))
+                }
+                Ok(None) => return 0,
+                Err(e) => return fatal(&out, format!("handshake: {e}")),
             }
-            Ok(Some(other)) => return fatal(&out, format!("expected hello first, got {other:?}")),
-            Ok(None) => return 0,
-            Err(e) => return fatal(&out, format!("handshake: {e}")),
-        },
+        }
         Mode::JsonLines { .. } => 0,
     };
     if send(&out, &hello(epoch)).is_err() {
@@ -183,7 +191,7 @@ pub fn serve(channel: Channel, mode: Mode, engine: Box<dyn Engine>) -> i32 {
                 }
             }
             Ok(Some(ToRunner::Job(job))) => {
-                if tx.send(job).is_err() {
+                if tx.send(*job).is_err() {
                     return fatal(&out, "engine thread is gone".into());
                 }
             }
@@ -217,22 +225,28 @@ struct JobReporter<'a> {
 
 impl Reporter for JobReporter<'_> {
     fn progress(&mut self, phase: Phase, done: u64, total: u64) {
-        let _ = send(self.out, &FromRunner::Progress {
-            job_id: self.job_id.to_string(),
-            epoch: self.epoch,
-            phase,
-            done,
-            total,
-        });
+        let _ = send(
+            self.out,
+            &FromRunner::Progress {
+                job_id: self.job_id.to_string(),
+                epoch: self.epoch,
+                phase,
+                done,
+                total,
+            },
+        );
     }
 
     fn log(&mut self, level: LogLevel, message: String) {
-        let _ = send(self.out, &FromRunner::Log {
-            job_id: Some(self.job_id.to_string()),
-            epoch: self.epoch,
-            level,
-            message,
-        });
+        let _ = send(
+            self.out,
+            &FromRunner::Log {
+                job_id: Some(self.job_id.to_string()),
+                epoch: self.epoch,
+                level,
+                message,
+            },
+        );
     }
 }
 
@@ -244,15 +258,27 @@ fn engine_loop(
     out_dir: Option<PathBuf>,
 ) {
     for job in rx {
-        let mut reporter = JobReporter { out: &out, job_id: &job.job_id, epoch: job.epoch };
+        let mut reporter = JobReporter {
+            out: &out,
+            job_id: &job.job_id,
+            epoch: job.epoch,
+        };
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             faults::before_job(&job, &out, &mut reporter);
             engine.run(&job, &mut reporter)
         }));
         let msg = match outcome {
             Ok(Ok(output)) => match place_output(output, &job, spill_above, out_dir.as_deref()) {
-                Ok(output) => FromRunner::Result { job_id: job.job_id.clone(), epoch: job.epoch, output },
-                Err(e) => error_msg(&job, ErrorClass::Engine, format!("cannot write result file: {e}")),
+                Ok(output) => FromRunner::Result {
+                    job_id: job.job_id.clone(),
+                    epoch: job.epoch,
+                    output,
+                },
+                Err(e) => error_msg(
+                    &job,
+                    ErrorClass::Engine,
+                    format!("cannot write result file: {e}"),
+                ),
             },
             Ok(Err(e)) => error_msg(&job, e.class, e.message),
             Err(panic) => {
@@ -271,7 +297,12 @@ fn engine_loop(
 }
 
 fn error_msg(job: &JobRequest, class: ErrorClass, message: String) -> FromRunner {
-    FromRunner::Error { job_id: job.job_id.clone(), epoch: job.epoch, class, message }
+    FromRunner::Error {
+        job_id: job.job_id.clone(),
+        epoch: job.epoch,
+        class,
+        message,
+    }
 }
 
 /// Puts bytes too large for a frame (or any bytes in JSON mode) in a file.
@@ -281,7 +312,9 @@ fn place_output(
     spill_above: Option<usize>,
     out_dir: Option<&Path>,
 ) -> io::Result<JobOutput> {
-    let JobOutput::Bytes { data, ext } = output else { return Ok(output) };
+    let JobOutput::Bytes { data, ext } = output else {
+        return Ok(output);
+    };
     let dir = match (out_dir, spill_above) {
         (Some(dir), _) => dir.to_path_buf(),
         (None, Some(limit)) if data.len() > limit => job
@@ -295,10 +328,19 @@ fn place_output(
     let safe_id: String = job
         .job_id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let path = dir.join(format!("{safe_id}.{ext}"));
     std::fs::write(&path, &data)?;
     let path = std::fs::canonicalize(&path)?;
-    Ok(JobOutput::File { path: path.to_string_lossy().into_owned(), ext })
+    Ok(JobOutput::File {
+        path: path.to_string_lossy().into_owned(),
+        ext,
+    })
 }

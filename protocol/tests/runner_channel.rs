@@ -12,7 +12,13 @@ fn all_messages() -> (Vec<ToRunner>, Vec<FromRunner>) {
     let job = JobRequest {
         job_id: "job-1".into(),
         epoch: 3,
-        task: Task::Image(ImageTask { prompt: "fox".into(), width: Some(64), height: Some(64), ext: Some("png".into()), ..Default::default() }),
+        task: Task::Image(ImageTask {
+            prompt: "fox".into(),
+            width: Some(64),
+            height: Some(64),
+            ext: Some("png".into()),
+            ..Default::default()
+        }),
         model: "synthetic".into(),
         model_source: ModelSource::synthetic(),
         model_files: BTreeMap::from([("m.gguf".into(), "/models/m.gguf".into())]),
@@ -20,21 +26,68 @@ fn all_messages() -> (Vec<ToRunner>, Vec<FromRunner>) {
         scratch_dir: Some("/tmp/scratch".into()),
     };
     let to = vec![
-        ToRunner::Hello { version: CHANNEL_VERSION, epoch: 3 },
-        ToRunner::Job(job),
+        ToRunner::Hello {
+            version: CHANNEL_VERSION,
+            epoch: 3,
+        },
+        ToRunner::Job(Box::new(job)),
         ToRunner::Ping { seq: 9 },
         ToRunner::Shutdown,
     ];
     let from = vec![
-        FromRunner::Hello { version: CHANNEL_VERSION, epoch: 3, engine: "synthetic".into(), pid: 42, runner_version: "0.3.0".into() },
-        FromRunner::Progress { job_id: "job-1".into(), epoch: 3, phase: Phase::Running, done: 1, total: 4 },
-        FromRunner::Log { job_id: None, epoch: 3, level: LogLevel::Warn, message: "w".into() },
-        FromRunner::Result { job_id: "job-1".into(), epoch: 3, output: JobOutput::Bytes { data: vec![0, 1, 2, 255], ext: "png".into() } },
-        FromRunner::Result { job_id: "job-1".into(), epoch: 3, output: JobOutput::File { path: "/tmp/x.mp4".into(), ext: "mp4".into() } },
-        FromRunner::Result { job_id: "job-1".into(), epoch: 3, output: JobOutput::Json { value: serde_json::json!({"text": "hi", "duration": 1.5, "n": [1, 2]}) } },
-        FromRunner::Error { job_id: "job-1".into(), epoch: 3, class: ErrorClass::BadInput, message: "task.width".into() },
+        FromRunner::Hello {
+            version: CHANNEL_VERSION,
+            epoch: 3,
+            engine: "synthetic".into(),
+            pid: 42,
+            runner_version: "0.3.0".into(),
+        },
+        FromRunner::Progress {
+            job_id: "job-1".into(),
+            epoch: 3,
+            phase: Phase::Running,
+            done: 1,
+            total: 4,
+        },
+        FromRunner::Log {
+            job_id: None,
+            epoch: 3,
+            level: LogLevel::Warn,
+            message: "w".into(),
+        },
+        FromRunner::Result {
+            job_id: "job-1".into(),
+            epoch: 3,
+            output: JobOutput::Bytes {
+                data: vec![0, 1, 2, 255],
+                ext: "png".into(),
+            },
+        },
+        FromRunner::Result {
+            job_id: "job-1".into(),
+            epoch: 3,
+            output: JobOutput::File {
+                path: "/tmp/x.mp4".into(),
+                ext: "mp4".into(),
+            },
+        },
+        FromRunner::Result {
+            job_id: "job-1".into(),
+            epoch: 3,
+            output: JobOutput::Json {
+                value: serde_json::json!({"text": "hi", "duration": 1.5, "n": [1, 2]}),
+            },
+        },
+        FromRunner::Error {
+            job_id: "job-1".into(),
+            epoch: 3,
+            class: ErrorClass::BadInput,
+            message: "task.width".into(),
+        },
         FromRunner::Pong { seq: 9, epoch: 3 },
-        FromRunner::Fatal { message: "bye".into() },
+        FromRunner::Fatal {
+            message: "bye".into(),
+        },
     ];
     (to, from)
 }
@@ -71,7 +124,18 @@ fn every_message_round_trips_through_frames() {
 #[test]
 fn bytes_travel_as_binary_not_as_an_array() {
     let data = vec![7u8; 100_000];
-    let frame = encode(&FromRunner::Result { job_id: "j".into(), epoch: 0, output: JobOutput::Bytes { data, ext: "png".into() } }, DEFAULT_MAX_FRAME_BYTES).unwrap();
+    let frame = encode(
+        &FromRunner::Result {
+            job_id: "j".into(),
+            epoch: 0,
+            output: JobOutput::Bytes {
+                data,
+                ext: "png".into(),
+            },
+        },
+        DEFAULT_MAX_FRAME_BYTES,
+    )
+    .unwrap();
     assert!(frame.len() < 100_200, "frame is {} bytes", frame.len());
 }
 
@@ -82,7 +146,10 @@ fn json_lines_form_is_typeable() {
     let ToRunner::Job(j) = m else { panic!() };
     assert_eq!(j.epoch, 0);
     assert_eq!(j.model_source, ModelSource::synthetic());
-    assert_eq!(serde_json::from_str::<ToRunner>(r#""shutdown""#).unwrap(), ToRunner::Shutdown);
+    assert_eq!(
+        serde_json::from_str::<ToRunner>(r#""shutdown""#).unwrap(),
+        ToRunner::Shutdown
+    );
 }
 
 #[test]
@@ -101,18 +168,30 @@ fn truncated_frames_are_errors_not_eof() {
 fn oversized_frames_are_refused_before_allocating() {
     // A header claiming 4 GiB - 1 with no body: must not allocate or hang.
     let mut r = FrameReader::new(Cursor::new(vec![0xff, 0xff, 0xff, 0xff]), 1 << 20);
-    assert!(matches!(r.read_frame(), Err(FrameError::TooLarge { len: 0xffff_ffff, max: 1_048_576 })));
-    let big = ToRunner::Job(JobRequest {
+    assert!(matches!(
+        r.read_frame(),
+        Err(FrameError::TooLarge {
+            len: 0xffff_ffff,
+            max: 1_048_576
+        })
+    ));
+    let big = ToRunner::Job(Box::new(JobRequest {
         job_id: "x".repeat(2000),
         epoch: 0,
-        task: Task::Image(ImageTask { prompt: "p".into(), ..Default::default() }),
+        task: Task::Image(ImageTask {
+            prompt: "p".into(),
+            ..Default::default()
+        }),
         model: String::new(),
         model_source: ModelSource::synthetic(),
         model_files: BTreeMap::new(),
         inputs: BTreeMap::new(),
         scratch_dir: None,
-    });
-    assert!(matches!(encode(&big, 512), Err(FrameError::TooLarge { .. })));
+    }));
+    assert!(matches!(
+        encode(&big, 512),
+        Err(FrameError::TooLarge { .. })
+    ));
 }
 
 #[test]
@@ -138,7 +217,10 @@ fn garbage_is_a_decode_error() {
             Err(e) => panic!("unexpected {e}"),
         }
     }
-    assert!(decode_errors > 1900, "garbage decoded too often: {decode_errors}");
+    assert!(
+        decode_errors > 1900,
+        "garbage decoded too often: {decode_errors}"
+    );
     // Random header + body bytes fed straight in.
     for _ in 0..500 {
         let len = (next() % 40) as usize;

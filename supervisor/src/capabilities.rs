@@ -22,7 +22,11 @@ pub struct HostFacts {
 impl HostFacts {
     /// Probes the host.
     pub fn probe() -> Self {
-        Self { machine_name: sysinfo::hostname(), username: sysinfo::username(), vram_total_gb: sysinfo::vram_total_gb() }
+        Self {
+            machine_name: sysinfo::hostname(),
+            username: sysinfo::username(),
+            vram_total_gb: sysinfo::vram_total_gb(),
+        }
     }
 }
 
@@ -38,7 +42,12 @@ fn short(kind: TaskKind) -> &'static str {
 
 /// Builds the snapshot from live config; `paused` forces `autoEnabled`
 /// false (disabled, draining or cooling down).
-pub fn snapshot(cfg: &Config, host: &HostFacts, catalog: &EngineCatalog, paused: bool) -> WorkerCapabilities {
+pub fn snapshot(
+    cfg: &Config,
+    host: &HostFacts,
+    catalog: &EngineCatalog,
+    paused: bool,
+) -> WorkerCapabilities {
     let mut per_kind: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for engine in catalog.names() {
         for &kind in catalog.kinds(&engine) {
@@ -75,7 +84,11 @@ pub fn snapshot(cfg: &Config, host: &HostFacts, catalog: &EngineCatalog, paused:
         only_when_idle: None,
         user_presence: None,
         supported_models: all.into_iter().collect(),
-        task_kinds: TaskKind::ALL.iter().filter(|k| per_kind.contains_key(k.as_str())).map(|k| k.as_str().to_string()).collect(),
+        task_kinds: TaskKind::ALL
+            .iter()
+            .filter(|k| per_kind.contains_key(k.as_str()))
+            .map(|k| k.as_str().to_string())
+            .collect(),
         supported_models_per_kind: per_kind,
     }
 }

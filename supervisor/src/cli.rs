@@ -45,7 +45,7 @@ pub enum Command {
         gb: String,
     },
     /// Run one job locally through the runner, with no studio.
-    Job(JobArgs),
+    Job(Box<JobArgs>),
 }
 
 /// Job kinds on the command line.

@@ -146,7 +146,12 @@ impl Config {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(source) => return Err(ConfigError::Read { path: path.into(), source }),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.into(),
+                    source,
+                })
+            }
         };
         toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.into(),
@@ -156,13 +161,21 @@ impl Config {
 
     /// Writes `path` atomically (temp file, fsync, rename) with mode 0600.
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        let werr = |source| ConfigError::Write { path: path.into(), source };
+        let werr = |source| ConfigError::Write {
+            path: path.into(),
+            source,
+        };
         let text = toml::to_string_pretty(self).map_err(|e| werr(std::io::Error::other(e)))?;
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(werr)?;
         let tmp = dir.join(format!(
             ".{}.tmp-{}",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("config.toml"),
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("config.toml"),
             std::process::id()
         ));
         let mut opts = std::fs::OpenOptions::new();
@@ -207,11 +220,14 @@ impl Config {
 
     /// Where undelivered results go.
     pub fn results_dir(&self) -> PathBuf {
-        self.results_dir.as_deref().map(expand_home).unwrap_or_else(|| {
-            directories::ProjectDirs::from("gg", "minis", "minis-studio-worker")
-                .map(|d| d.data_dir().join("results"))
-                .unwrap_or_else(|| std::env::temp_dir().join("studio-worker-results"))
-        })
+        self.results_dir
+            .as_deref()
+            .map(expand_home)
+            .unwrap_or_else(|| {
+                directories::ProjectDirs::from("gg", "minis", "minis-studio-worker")
+                    .map(|d| d.data_dir().join("results"))
+                    .unwrap_or_else(|| std::env::temp_dir().join("studio-worker-results"))
+            })
     }
 }
 
@@ -233,9 +249,11 @@ mod tests {
     fn save_is_0600_and_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/config.toml");
-        let mut c = Config::default();
-        c.worker_id = Some("w-1".into());
-        c.auth_token = Some(Secret::new("tok-secret"));
+        let c = Config {
+            worker_id: Some("w-1".into()),
+            auth_token: Some(Secret::new("tok-secret")),
+            ..Default::default()
+        };
         c.save(&path).unwrap();
         #[cfg(unix)]
         {
@@ -253,7 +271,11 @@ mod tests {
     fn unknown_keys_are_ignored_and_missing_keys_default() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "api_base_url = \"http://x\"\nlabel = \"old\"\nengine = \"gradio\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "api_base_url = \"http://x\"\nlabel = \"old\"\nengine = \"gradio\"\n",
+        )
+        .unwrap();
         let c = Config::load(&path).unwrap();
         assert_eq!(c.api_base_url, "http://x");
         assert_eq!(c.vram_threshold_gb, 12.0);
@@ -270,6 +292,9 @@ mod tests {
         assert!(!msg.contains('\n'), "{msg}");
         std::fs::write(&path, "vram_threshold_gb = \"lots\"\n").unwrap();
         let msg = Config::load(&path).unwrap_err().to_string();
-        assert!(msg.contains("c.toml") && msg.contains("invalid type"), "{msg}");
+        assert!(
+            msg.contains("c.toml") && msg.contains("invalid type"),
+            "{msg}"
+        );
     }
 }

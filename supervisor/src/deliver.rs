@@ -60,15 +60,26 @@ pub async fn upload(
     attempts: u32,
     still_owned: impl Fn() -> bool,
 ) -> Result<(), UploadError> {
-    let ResultUpload { job_id, prompt, ext, data } = *item;
-    let url = http_url(&target.api_base_url, &format!("/workers/{}/jobs/{}/complete", target.worker_id, job_id));
+    let ResultUpload {
+        job_id,
+        prompt,
+        ext,
+        data,
+    } = *item;
+    let url = http_url(
+        &target.api_base_url,
+        &format!("/workers/{}/jobs/{}/complete", target.worker_id, job_id),
+    );
     let attempts = attempts.max(1);
     let mut last = String::new();
     for attempt in 1..=attempts {
         let part = reqwest::multipart::Part::bytes(data.to_vec())
             .file_name(format!("{job_id}.{ext}"))
             .mime_str(content_type_for_ext(ext))
-            .map_err(|e| UploadError::Exhausted { attempts: attempt, last: e.to_string() })?;
+            .map_err(|e| UploadError::Exhausted {
+                attempts: attempt,
+                last: e.to_string(),
+            })?;
         let form = reqwest::multipart::Form::new()
             .text(multipart::PROMPT, prompt.to_string())
             .text(multipart::EXT, ext.to_string())
@@ -83,9 +94,18 @@ pub async fn upload(
             Ok(resp) if resp.status().is_success() => return Ok(()),
             Ok(resp) => {
                 let status = resp.status();
-                let body: String = resp.text().await.unwrap_or_default().chars().take(300).collect();
+                let body: String = resp
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .chars()
+                    .take(300)
+                    .collect();
                 if status.is_client_error() {
-                    return Err(UploadError::Refused { status: status.as_u16(), body });
+                    return Err(UploadError::Refused {
+                        status: status.as_u16(),
+                        body,
+                    });
                 }
                 last = format!("HTTP {status}: {body}");
             }
@@ -94,7 +114,10 @@ pub async fn upload(
         tracing::warn!(target: "upload", job_id = %job_id, "upload attempt {attempt}/{attempts} failed: {last}");
         if attempt < attempts {
             if !still_owned() {
-                return Err(UploadError::Exhausted { attempts: attempt, last: format!("{last}; the session that owned the job is gone") });
+                return Err(UploadError::Exhausted {
+                    attempts: attempt,
+                    last: format!("{last}; the session that owned the job is gone"),
+                });
             }
             tokio::time::sleep(Duration::from_secs(1 << (attempt - 1).min(4))).await;
         }
@@ -104,7 +127,13 @@ pub async fn upload(
 
 /// Keeps an undelivered result in `dir` as `<job id>.<ext>`, pruning the
 /// oldest files so the directory stays under `max_bytes`. Returns the path.
-pub fn keep_result(dir: &Path, job_id: &str, ext: &str, data: &[u8], max_bytes: u64) -> std::io::Result<PathBuf> {
+pub fn keep_result(
+    dir: &Path,
+    job_id: &str,
+    ext: &str,
+    data: &[u8],
+    max_bytes: u64,
+) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("{}.{ext}", crate::jobs::sanitise(job_id)));
     std::fs::write(&path, data)?;
@@ -117,7 +146,13 @@ fn prune(dir: &Path, max_bytes: u64, keep: &Path) -> std::io::Result<()> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let m = e.metadata().ok()?;
-            m.is_file().then(|| (m.modified().unwrap_or(std::time::UNIX_EPOCH), m.len(), e.path()))
+            m.is_file().then(|| {
+                (
+                    m.modified().unwrap_or(std::time::UNIX_EPOCH),
+                    m.len(),
+                    e.path(),
+                )
+            })
         })
         .collect();
     let mut total: u64 = files.iter().map(|f| f.1).sum();

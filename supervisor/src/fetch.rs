@@ -58,8 +58,15 @@ pub async fn fetch_input(
     dest_dir: &Path,
     allow_local: bool,
 ) -> Result<PathBuf, FetchError> {
-    let refused = |message: String| FetchError::Refused { field: field.into(), message };
-    let failed = |message: String| FetchError::Failed { field: field.into(), url: source.into(), message };
+    let refused = |message: String| FetchError::Refused {
+        field: field.into(),
+        message,
+    };
+    let failed = |message: String| FetchError::Failed {
+        field: field.into(),
+        url: source.into(),
+        message,
+    };
     let url = match Url::parse(source) {
         Ok(u) => u,
         Err(_) if allow_local && Path::new(source).exists() => return Ok(PathBuf::from(source)),
@@ -68,33 +75,59 @@ pub async fn fetch_input(
     match url.scheme() {
         "https" => {}
         "http" if is_loopback(&url) => {}
-        "http" => return Err(refused(format!("`{source}`: plain http is allowed only to loopback; use https"))),
+        "http" => {
+            return Err(refused(format!(
+                "`{source}`: plain http is allowed only to loopback; use https"
+            )))
+        }
         "file" if allow_local => {
             return url
                 .to_file_path()
                 .map_err(|_| refused(format!("`{source}` is not a local file path")))
         }
-        other => return Err(refused(format!("`{source}`: scheme `{other}` is not allowed (https)"))),
+        other => {
+            return Err(refused(format!(
+                "`{source}`: scheme `{other}` is not allowed (https)"
+            )))
+        }
     }
-    let mut resp = client.get(url).send().await.map_err(|e| failed(e.to_string()))?;
+    let mut resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
     let status = resp.status();
     if !status.is_success() {
         let msg = format!("HTTP {status}");
-        return Err(if status.is_client_error() { refused(format!("`{source}`: {msg}")) } else { failed(msg) });
+        return Err(if status.is_client_error() {
+            refused(format!("`{source}`: {msg}"))
+        } else {
+            failed(msg)
+        });
     }
     if resp.content_length().is_some_and(|n| n > MAX_INPUT_BYTES) {
-        return Err(refused(format!("`{source}` is larger than {MAX_INPUT_BYTES} bytes")));
+        return Err(refused(format!(
+            "`{source}` is larger than {MAX_INPUT_BYTES} bytes"
+        )));
     }
-    tokio::fs::create_dir_all(dest_dir).await.map_err(|e| failed(format!("scratch dir: {e}")))?;
+    tokio::fs::create_dir_all(dest_dir)
+        .await
+        .map_err(|e| failed(format!("scratch dir: {e}")))?;
     let path = dest_dir.join(format!("input-{field}"));
-    let mut file = tokio::fs::File::create(&path).await.map_err(|e| failed(format!("{}: {e}", path.display())))?;
+    let mut file = tokio::fs::File::create(&path)
+        .await
+        .map_err(|e| failed(format!("{}: {e}", path.display())))?;
     let mut total = 0u64;
     while let Some(chunk) = resp.chunk().await.map_err(|e| failed(e.to_string()))? {
         total += chunk.len() as u64;
         if total > MAX_INPUT_BYTES {
-            return Err(refused(format!("`{source}` is larger than {MAX_INPUT_BYTES} bytes")));
+            return Err(refused(format!(
+                "`{source}` is larger than {MAX_INPUT_BYTES} bytes"
+            )));
         }
-        file.write_all(&chunk).await.map_err(|e| failed(format!("{}: {e}", path.display())))?;
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| failed(format!("{}: {e}", path.display())))?;
     }
     file.flush().await.map_err(|e| failed(e.to_string()))?;
     Ok(path)

@@ -55,8 +55,14 @@ impl Executor {
     /// An executor over `pool`. `allow_local_inputs` lets inputs name local
     /// files (only for `studio-worker job`, never for studio offers).
     pub fn new(pool: RunnerPool, http: reqwest::Client, allow_local_inputs: bool) -> Self {
-        let scratch_root = std::env::temp_dir().join(format!("studio-worker-{}", std::process::id()));
-        Self { pool, http, scratch_root, allow_local_inputs }
+        let scratch_root =
+            std::env::temp_dir().join(format!("studio-worker-{}", std::process::id()));
+        Self {
+            pool,
+            http,
+            scratch_root,
+            allow_local_inputs,
+        }
     }
 
     /// The pool (for capabilities and shutdown).
@@ -72,7 +78,11 @@ impl Executor {
         result
     }
 
-    async fn execute_in(&mut self, claim: &JobOfferClaim, scratch: &std::path::Path) -> Result<JobData, JobError> {
+    async fn execute_in(
+        &mut self,
+        claim: &JobOfferClaim,
+        scratch: &std::path::Path,
+    ) -> Result<JobData, JobError> {
         let err = |class, message| JobError { class, message };
         self.pool
             .catalog()
@@ -83,7 +93,11 @@ impl Executor {
             let path = fetch_input(&self.http, field, source, scratch, self.allow_local_inputs)
                 .await
                 .map_err(|e| {
-                    let class = if e.retryable() { ErrorClass::Engine } else { ErrorClass::BadInput };
+                    let class = if e.retryable() {
+                        ErrorClass::Engine
+                    } else {
+                        ErrorClass::BadInput
+                    };
                     err(class, e.to_string())
                 })?;
             inputs.insert(field.to_string(), path.to_string_lossy().into_owned());
@@ -109,9 +123,12 @@ impl Executor {
         let data = match output {
             JobOutput::Bytes { data, ext } => JobData::Bytes { data, ext },
             JobOutput::File { path, ext } => {
-                let data = tokio::fs::read(&path)
-                    .await
-                    .map_err(|e| err(ErrorClass::Engine, format!("cannot read runner output {path}: {e}")))?;
+                let data = tokio::fs::read(&path).await.map_err(|e| {
+                    err(
+                        ErrorClass::Engine,
+                        format!("cannot read runner output {path}: {e}"),
+                    )
+                })?;
                 let _ = tokio::fs::remove_file(&path).await;
                 JobData::Bytes { data, ext }
             }
@@ -128,7 +145,11 @@ fn input_urls(task: &Task) -> Vec<(&'static str, &str)> {
     match task {
         Task::AudioStt(t) => v.push(("inputUrl", t.input_url.as_str())),
         Task::Image(t) => {
-            for (name, u) in [("initImageUrl", &t.init_image_url), ("maskUrl", &t.mask_url), ("refImageUrl", &t.ref_image_url)] {
+            for (name, u) in [
+                ("initImageUrl", &t.init_image_url),
+                ("maskUrl", &t.mask_url),
+                ("refImageUrl", &t.ref_image_url),
+            ] {
                 if let Some(u) = u {
                     v.push((name, u.as_str()));
                 }
@@ -148,10 +169,16 @@ fn input_urls(task: &Task) -> Vec<(&'static str, &str)> {
 fn check_shape(task: &Task, data: &JobData) -> Result<(), String> {
     match (task.requested_ext(), data) {
         (Some(want), JobData::Bytes { ext, .. }) if want.eq_ignore_ascii_case(ext) => Ok(()),
-        (Some(want), JobData::Bytes { ext, .. }) => Err(format!("engine produced `{ext}` but the task asked for `{want}`")),
+        (Some(want), JobData::Bytes { ext, .. }) => Err(format!(
+            "engine produced `{ext}` but the task asked for `{want}`"
+        )),
         (None, JobData::Json(_)) => Ok(()),
-        (Some(_), JobData::Json(_)) => Err(format!("engine returned JSON for a {} task", task.kind())),
-        (None, JobData::Bytes { .. }) => Err(format!("engine returned bytes for a {} task", task.kind())),
+        (Some(_), JobData::Json(_)) => {
+            Err(format!("engine returned JSON for a {} task", task.kind()))
+        }
+        (None, JobData::Bytes { .. }) => {
+            Err(format!("engine returned bytes for a {} task", task.kind()))
+        }
     }
 }
 
@@ -159,7 +186,13 @@ fn check_shape(task: &Task, data: &JobData) -> Result<(), String> {
 pub fn sanitise(id: &str) -> String {
     let s: String = id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if s.is_empty() || s.starts_with('.') {
         format!("job{s}")

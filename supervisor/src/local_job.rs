@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use studio_protocol::studio::{
-    AudioSttTask, AudioTtsTask, ChatMessage, Engine, ImageTask, JobOfferClaim, LlmTask, ModelSource, Task, VideoTask,
+    AudioSttTask, AudioTtsTask, ChatMessage, Engine, ImageTask, JobOfferClaim, LlmTask,
+    ModelSource, Task, VideoTask,
 };
 
 use crate::cli::{JobArgs, KindArg};
@@ -15,7 +16,8 @@ use crate::jobs::{Executor, JobData};
 use crate::runner::{EngineCatalog, RunnerPool};
 
 fn need(v: &Option<String>, flag: &str, kind: &str) -> anyhow::Result<String> {
-    v.clone().with_context(|| format!("{kind} jobs need {flag}"))
+    v.clone()
+        .with_context(|| format!("{kind} jobs need {flag}"))
 }
 
 /// Builds the task the flags describe.
@@ -31,12 +33,22 @@ pub fn task_from_args(a: &JobArgs) -> anyhow::Result<Task> {
         }),
         KindArg::Llm => {
             let messages = match (&a.messages, &a.prompt) {
-                (Some(json), _) => serde_json::from_str::<Vec<ChatMessage>>(json)
-                    .context("--messages must be a JSON array of {\"role\", \"content\"} objects")?,
-                (None, Some(p)) => vec![ChatMessage { role: "user".into(), content: p.clone() }],
+                (Some(json), _) => serde_json::from_str::<Vec<ChatMessage>>(json).context(
+                    "--messages must be a JSON array of {\"role\", \"content\"} objects",
+                )?,
+                (None, Some(p)) => vec![ChatMessage {
+                    role: "user".into(),
+                    content: p.clone(),
+                }],
                 (None, None) => bail!("llm jobs need --prompt or --messages"),
             };
-            Task::Llm(LlmTask { messages, system: a.system.clone(), max_tokens: a.max_tokens, seed: a.seed, ..Default::default() })
+            Task::Llm(LlmTask {
+                messages,
+                system: a.system.clone(),
+                max_tokens: a.max_tokens,
+                seed: a.seed,
+                ..Default::default()
+            })
         }
         KindArg::AudioStt => Task::AudioStt(AudioSttTask {
             input_url: need(&a.input, "--input", "audio_stt")?,
@@ -78,28 +90,47 @@ pub async fn run(cfg: &Config, args: JobArgs) -> anyhow::Result<()> {
         model_source: source,
     };
     let catalog = EngineCatalog::discover(crate::session::runner_path(cfg));
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()?;
     let mut exec = Executor::new(RunnerPool::new(catalog, cfg.max_frame_bytes), http, true);
     let started = Instant::now();
     let result = exec.execute(&claim).await;
     exec.pool().shutdown(Duration::from_secs(2)).await;
-    let data = result.map_err(|e| anyhow::anyhow!("job failed ({}): {}", e.class.as_str(), e.message))?;
+    let data =
+        result.map_err(|e| anyhow::anyhow!("job failed ({}): {}", e.class.as_str(), e.message))?;
     let elapsed = started.elapsed();
     match data {
         JobData::Json(v) => {
             let text = serde_json::to_string_pretty(&v)?;
             match &args.out {
                 Some(path) => {
-                    std::fs::write(path, format!("{text}\n")).with_context(|| format!("cannot write {}", path.display()))?;
-                    eprintln!("{} job done in {} ms: {}", claim.task.kind(), elapsed.as_millis(), path.display());
+                    std::fs::write(path, format!("{text}\n"))
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!(
+                        "{} job done in {} ms: {}",
+                        claim.task.kind(),
+                        elapsed.as_millis(),
+                        path.display()
+                    );
                 }
                 None => println!("{text}"),
             }
         }
         JobData::Bytes { data, ext } => {
-            let path = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("result.{ext}")));
-            std::fs::write(&path, &data).with_context(|| format!("cannot write {}", path.display()))?;
-            eprintln!("{} job done in {} ms: {} ({} bytes of {ext})", claim.task.kind(), elapsed.as_millis(), path.display(), data.len());
+            let path = args
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("result.{ext}")));
+            std::fs::write(&path, &data)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "{} job done in {} ms: {} ({} bytes of {ext})",
+                claim.task.kind(),
+                elapsed.as_millis(),
+                path.display(),
+                data.len()
+            );
         }
     }
     Ok(())

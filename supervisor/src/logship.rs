@@ -39,7 +39,15 @@ pub fn drain() -> Vec<LogEntry> {
     let mut q = lock();
     let mut out: Vec<LogEntry> = q.lines.drain(..).collect();
     if q.dropped > 0 {
-        out.insert(0, entry(LogLevel::Warn, "logs", format!("{} log line(s) dropped: queue full", q.dropped), None));
+        out.insert(
+            0,
+            entry(
+                LogLevel::Warn,
+                "logs",
+                format!("{} log line(s) dropped: queue full", q.dropped),
+                None,
+            ),
+        );
         q.dropped = 0;
     }
     out
@@ -76,7 +84,13 @@ pub fn now_ts() -> String {
 }
 
 fn entry(level: LogLevel, category: &str, message: String, job_id: Option<String>) -> LogEntry {
-    LogEntry { ts: now_ts(), level, category: category.into(), message, job_id }
+    LogEntry {
+        ts: now_ts(),
+        level,
+        category: category.into(),
+        message,
+        job_id,
+    }
 }
 
 /// The layer that feeds the queue.
@@ -124,12 +138,23 @@ impl<S: Subscriber> Layer<S> for ShipLayer {
         };
         let target = meta.target();
         // Only our own events: library internals stay local.
-        if !(target == "ws" || target == "job" || target == "engine" || target == "upload" || target == "worker" || target.starts_with("studio_worker")) {
+        if !(target == "ws"
+            || target == "job"
+            || target == "engine"
+            || target == "upload"
+            || target == "worker"
+            || target.starts_with("studio_worker"))
+        {
             return;
         }
         let mut f = Fields::default();
         event.record(&mut f);
         let category = target.rsplit("::").next().unwrap_or(target);
-        push(entry(level, category, format!("{}{}", f.message, f.extra), f.job_id));
+        push(entry(
+            level,
+            category,
+            format!("{}{}", f.message, f.extra),
+            f.job_id,
+        ));
     }
 }

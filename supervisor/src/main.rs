@@ -27,15 +27,26 @@ use crate::cli::{Cli, Command};
 use crate::config::Config;
 
 fn init_tracing() {
-    let filter = EnvFilter::try_from_env("STUDIO_WORKER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(true);
-    let _ = tracing_subscriber::registry().with(filter).with(fmt).with(logship::ShipLayer).try_init();
+    let filter =
+        EnvFilter::try_from_env("STUDIO_WORKER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(true);
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(logship::ShipLayer)
+        .try_init();
 }
 
 fn main() {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("studio-worker: error: cannot start the async runtime: {e}");
@@ -67,17 +78,30 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let path = config_path(&cli.config)?;
     match cli.command {
         Command::Run => session::run(path).await,
-        Command::Register { bootstrap_token, api_base_url } => {
+        Command::Register {
+            bootstrap_token,
+            api_base_url,
+        } => {
             let cfg = Config::load(&path)?;
             let catalog = runner::EngineCatalog::discover(session::runner_path(&cfg));
-            let id = register::register(&path, cfg, Secret::new(bootstrap_token), api_base_url, &catalog).await?;
+            let id = register::register(
+                &path,
+                cfg,
+                Secret::new(bootstrap_token),
+                api_base_url,
+                &catalog,
+            )
+            .await?;
             println!("registered as {id}; identity stored in {}", path.display());
             Ok(())
         }
         Command::Status => {
             let cfg = Config::load(&path)?;
             println!("config:        {}", path.display());
-            println!("worker id:     {}", cfg.worker_id.as_deref().unwrap_or("(not registered)"));
+            println!(
+                "worker id:     {}",
+                cfg.worker_id.as_deref().unwrap_or("(not registered)")
+            );
             println!("api base url:  {}", cfg.api_base_url);
             println!("threshold:     {} GB", cfg.vram_threshold_gb);
             println!("enabled:       {}", cfg.auto_enabled);
@@ -111,7 +135,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::SetThreshold { gb } => {
-            let value: f64 = gb.trim().parse().with_context(|| format!("`{gb}` is not a number of gigabytes"))?;
+            let value: f64 = gb
+                .trim()
+                .parse()
+                .with_context(|| format!("`{gb}` is not a number of gigabytes"))?;
             if !value.is_finite() || value < 0.0 {
                 bail!("threshold must be a number ≥ 0, got {gb}");
             }
@@ -121,7 +148,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Job(args) => {
             let cfg = Config::load(&path)?;
-            local_job::run(&cfg, args).await
+            local_job::run(&cfg, *args).await
         }
     }
 }

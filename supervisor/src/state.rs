@@ -27,7 +27,12 @@ pub fn path_for(config_path: &Path) -> PathBuf {
 /// Records a state change (best effort: a status file must never stop the
 /// worker).
 pub fn record(config_path: &Path, state: &str, detail: Option<String>) {
-    let s = SessionState { state: state.into(), since: crate::logship::now_ts(), detail, pid: std::process::id() };
+    let s = SessionState {
+        state: state.into(),
+        since: crate::logship::now_ts(),
+        detail,
+        pid: std::process::id(),
+    };
     let path = path_for(config_path);
     let tmp = path.with_extension("json.tmp");
     if let Ok(text) = serde_json::to_vec_pretty(&s) {

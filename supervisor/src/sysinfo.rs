@@ -31,11 +31,13 @@ pub fn vram_total_gb() -> f64 {
         .stderr(std::process::Stdio::null())
         .output();
     match out {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .filter_map(|l| l.trim().parse::<f64>().ok())
-            .fold(0.0f64, f64::max)
-            / 1024.0,
+        Ok(o) if o.status.success() => {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse::<f64>().ok())
+                .fold(0.0f64, f64::max)
+                / 1024.0
+        }
         _ => 0.0,
     }
 }

@@ -17,8 +17,16 @@ use std::time::Duration;
 
 /// Starts a registered worker against `studio` and waits for its first
 /// session.
-pub async fn start_worker(studio: &studio::FakeStudio, extra: &str, env: &[(&str, &str)]) -> (proc::WorkerHome, proc::WorkerProc) {
-    let home = proc::WorkerHome::new(&studio.url(), Some((studio::WORKER_ID, studio::TOKEN)), extra);
+pub async fn start_worker(
+    studio: &studio::FakeStudio,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> (proc::WorkerHome, proc::WorkerProc) {
+    let home = proc::WorkerHome::new(
+        &studio.url(),
+        Some((studio::WORKER_ID, studio::TOKEN)),
+        extra,
+    );
     let worker = home.spawn_run(env);
     let before = studio.sessions();
     tokio::select! {

@@ -147,7 +147,10 @@ impl FakeStudio {
         });
         let app = Router::new()
             .route("/graphics/api/workers/{id}/connect", get(connect))
-            .route("/graphics/api/workers/{id}/jobs/{job}/complete", post(complete))
+            .route(
+                "/graphics/api/workers/{id}/jobs/{job}/complete",
+                post(complete),
+            )
             .route("/graphics/api/workers/register", post(register))
             .route("/files/{name}", get(file))
             .with_state(shared.clone());
@@ -156,7 +159,11 @@ impl FakeStudio {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { addr, shared, server }
+        Self {
+            addr,
+            shared,
+            server,
+        }
     }
 
     /// The base URL to put in the worker's config.
@@ -196,7 +203,12 @@ impl FakeStudio {
 
     /// Everything seen so far.
     pub fn events(&self) -> Vec<Event> {
-        self.shared.lock().events.iter().map(|(_, e)| e.clone()).collect()
+        self.shared
+            .lock()
+            .events
+            .iter()
+            .map(|(_, e)| e.clone())
+            .collect()
     }
 
     /// Worker frames of one `type`.
@@ -223,7 +235,12 @@ impl FakeStudio {
 
     /// Waits until `pred` matches an event; panics with the event log after
     /// `timeout`.
-    pub async fn wait_for<T>(&self, timeout: Duration, what: &str, mut pred: impl FnMut(&Event) -> Option<T>) -> T {
+    pub async fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut pred: impl FnMut(&Event) -> Option<T>,
+    ) -> T {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.shared.notify.notified();
@@ -233,27 +250,46 @@ impl FakeStudio {
                 return found;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                let log: Vec<String> = self.events().iter().map(|e| format!("{e:?}").chars().take(300).collect()).collect();
-                panic!("timed out after {timeout:?} waiting for {what}; events:\n{}", log.join("\n"));
+                let log: Vec<String> = self
+                    .events()
+                    .iter()
+                    .map(|e| format!("{e:?}").chars().take(300).collect())
+                    .collect();
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; events:\n{}",
+                    log.join("\n")
+                );
             }
         }
     }
 
     /// Waits for a worker frame of `ty` about `job_id` (any job if empty).
     pub async fn wait_frame(&self, ty: &str, job_id: &str) -> Value {
-        self.wait_for(Duration::from_secs(20), &format!("{ty} for {job_id}"), |e| match e {
-            Event::Frame(v) if v["type"] == ty && (job_id.is_empty() || v["jobId"] == job_id) => Some(v.clone()),
-            _ => None,
-        })
+        self.wait_for(
+            Duration::from_secs(20),
+            &format!("{ty} for {job_id}"),
+            |e| match e {
+                Event::Frame(v)
+                    if v["type"] == ty && (job_id.is_empty() || v["jobId"] == job_id) =>
+                {
+                    Some(v.clone())
+                }
+                _ => None,
+            },
+        )
         .await
     }
 
     /// Waits for the upload of `job_id`.
     pub async fn wait_upload(&self, job_id: &str) -> Upload {
-        self.wait_for(Duration::from_secs(20), &format!("upload of {job_id}"), |e| match e {
-            Event::Upload(u) if u.job_id == job_id => Some(u.clone()),
-            _ => None,
-        })
+        self.wait_for(
+            Duration::from_secs(20),
+            &format!("upload of {job_id}"),
+            |e| match e {
+                Event::Upload(u) if u.job_id == job_id => Some(u.clone()),
+                _ => None,
+            },
+        )
         .await
     }
 
@@ -271,7 +307,10 @@ impl FakeStudio {
                 }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("session {n} never came; sessions so far: {}", self.sessions());
+                panic!(
+                    "session {n} never came; sessions so far: {}",
+                    self.sessions()
+                );
             }
         }
     }
@@ -311,10 +350,17 @@ impl FakeStudio {
     pub fn feed(&self, claims: Vec<Value>) {
         let first = {
             let mut i = self.shared.lock();
-            let mut feed = Feed { queue: claims.into(), sent_at: HashMap::new(), latencies: Vec::new() };
+            let mut feed = Feed {
+                queue: claims.into(),
+                sent_at: HashMap::new(),
+                latencies: Vec::new(),
+            };
             let first = feed.queue.pop_front();
             if let Some(c) = &first {
-                feed.sent_at.insert(c["jobId"].as_str().unwrap_or_default().to_string(), Instant::now());
+                feed.sent_at.insert(
+                    c["jobId"].as_str().unwrap_or_default().to_string(),
+                    Instant::now(),
+                );
             }
             i.feed = Some(feed);
             first
@@ -327,7 +373,10 @@ impl FakeStudio {
     /// Offer-to-result latencies of fed jobs so far, and how many remain.
     pub fn feed_stats(&self) -> (Vec<Duration>, usize) {
         let i = self.shared.lock();
-        i.feed.as_ref().map(|f| (f.latencies.clone(), f.queue.len())).unwrap_or_default()
+        i.feed
+            .as_ref()
+            .map(|f| (f.latencies.clone(), f.queue.len()))
+            .unwrap_or_default()
     }
 
     /// Drops every connection without a close frame and stops listening
@@ -350,7 +399,11 @@ async fn bind_retry(addr: SocketAddr) -> tokio::net::TcpListener {
 }
 
 fn bearer(headers: &HeaderMap) -> String {
-    headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
 }
 
 async fn connect(
@@ -365,15 +418,30 @@ async fn connect(
     };
     let authorization = bearer(&headers);
     if authorization != expected || id != worker_id {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "unauthorized"}))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "unauthorized"})),
+        )
+            .into_response();
     }
-    let protocol = headers.get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    shared.push(Event::Connected { authorization, protocol });
-    ws.protocols(["studio-worker-v1"]).on_upgrade(move |socket| session(shared, socket))
+    let protocol = headers
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    shared.push(Event::Connected {
+        authorization,
+        protocol,
+    });
+    ws.protocols(["studio-worker-v1"])
+        .on_upgrade(move |socket| session(shared, socket))
 }
 
 fn close_msg(code: u16, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame { code, reason: reason.to_string().into() }))
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.to_string().into(),
+    }))
 }
 
 async fn session(shared: Arc<Shared>, mut socket: WebSocket) {
@@ -452,12 +520,19 @@ enum Reply {
     Refuse(Value),
 }
 
-fn on_frame(shared: &Shared, v: &Value, tx: &mpsc::UnboundedSender<Command>, welcomed: &mut bool) -> Reply {
+fn on_frame(
+    shared: &Shared,
+    v: &Value,
+    tx: &mpsc::UnboundedSender<Command>,
+    welcomed: &mut bool,
+) -> Reply {
     let mut i = shared.lock();
     match v["type"].as_str().unwrap_or_default() {
         "hello" => {
             if v["authToken"] != i.token.as_str() {
-                return Reply::Refuse(json!({"type": "error", "code": "auth_failed", "message": "bad token"}));
+                return Reply::Refuse(
+                    json!({"type": "error", "code": "auth_failed", "message": "bad token"}),
+                );
             }
             *welcomed = true;
             i.sessions += 1;
@@ -465,13 +540,19 @@ fn on_frame(shared: &Shared, v: &Value, tx: &mpsc::UnboundedSender<Command>, wel
             let worker_id = i.worker_id.clone();
             drop(i);
             shared.notify.notify_waiters();
-            Reply::Send(json!({"type": "welcome", "workerId": worker_id, "serverTime": "2026-11-27T00:00:00Z"}))
+            Reply::Send(
+                json!({"type": "welcome", "workerId": worker_id, "serverTime": "2026-11-27T00:00:00Z"}),
+            )
         }
         "heartbeat" if i.ack_heartbeats => Reply::Send(json!({"type": "heartbeatAck"})),
         "completeJson" | "fail" => {
             let job = v["jobId"].as_str().unwrap_or_default().to_string();
             feed_next(&mut i, &job, tx);
-            let ty = if v["type"] == "fail" { "failAck" } else { "completeAck" };
+            let ty = if v["type"] == "fail" {
+                "failAck"
+            } else {
+                "completeAck"
+            };
             Reply::Send(json!({"type": ty, "jobId": job}))
         }
         _ => Reply::None,
@@ -485,8 +566,13 @@ fn feed_next(i: &mut Inner, job: &str, tx: &mpsc::UnboundedSender<Command>) {
         feed.latencies.push(t0.elapsed());
     }
     if let Some(next) = feed.queue.pop_front() {
-        feed.sent_at.insert(next["jobId"].as_str().unwrap_or_default().to_string(), Instant::now());
-        let _ = tx.send(Command::Text(json!({"type": "offer", "claim": next}).to_string()));
+        feed.sent_at.insert(
+            next["jobId"].as_str().unwrap_or_default().to_string(),
+            Instant::now(),
+        );
+        let _ = tx.send(Command::Text(
+            json!({"type": "offer", "claim": next}).to_string(),
+        ));
     }
 }
 
@@ -526,11 +612,19 @@ async fn complete(
         }
     }
     if order != ["prompt", "ext", "image"] {
-        return (StatusCode::BAD_REQUEST, format!("multipart parts out of order: {order:?}")).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("multipart parts out of order: {order:?}"),
+        )
+            .into_response();
     }
     let status = shared.lock().upload_statuses.pop_front();
     if let Some(code) = status {
-        return (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "injected failure").into_response();
+        return (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "injected failure",
+        )
+            .into_response();
     }
     up.at = Instant::now();
     shared.push(Event::Upload(up));
@@ -543,14 +637,26 @@ async fn complete(
     Json(json!({"ok": true})).into_response()
 }
 
-async fn register(State(shared): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn register(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let (boot, id, token) = {
         let i = shared.lock();
-        (i.bootstrap_token.clone(), i.worker_id.clone(), i.token.clone())
+        (
+            i.bootstrap_token.clone(),
+            i.worker_id.clone(),
+            i.token.clone(),
+        )
     };
     shared.push(Event::Register(body.clone()));
     if bearer(&headers) != format!("Bearer {boot}") || body["bootstrapToken"] != boot.as_str() {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "bad bootstrap token"}))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "bad bootstrap token"})),
+        )
+            .into_response();
     }
     Json(json!({"workerId": id, "authToken": token})).into_response()
 }

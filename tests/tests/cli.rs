@@ -4,19 +4,29 @@
 use studio_worker_tests::proc::WorkerHome;
 
 fn text(out: &std::process::Output) -> (String, String) {
-    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn config_and_status_never_show_secrets() {
-    let home = WorkerHome::new("http://127.0.0.1:9/", Some(("w-9", "tok-super-secret")), "bootstrap_token = \"boot-super-secret\"\n");
+    let home = WorkerHome::new(
+        "http://127.0.0.1:9/",
+        Some(("w-9", "tok-super-secret")),
+        "bootstrap_token = \"boot-super-secret\"\n",
+    );
     let (out, err) = text(&home.cli(&["config"]));
     assert!(out.contains(&home.config().display().to_string()), "{out}");
     assert!(out.contains("worker_id = \"w-9\""), "{out}");
     assert!(out.contains("auth_token = \"***\""), "{out}");
     assert!(!out.contains("super-secret") && !err.contains("super-secret"));
     let (out, _) = text(&home.cli(&["status"]));
-    assert!(out.contains("w-9") && out.contains("12 GB") && out.contains("enabled:       true"), "{out}");
+    assert!(
+        out.contains("w-9") && out.contains("12 GB") && out.contains("enabled:       true"),
+        "{out}"
+    );
     assert!(out.contains("never run"), "{out}");
     assert!(!out.contains("super-secret"));
 }
@@ -25,9 +35,13 @@ fn config_and_status_never_show_secrets() {
 fn enable_disable_and_set_threshold_write_the_config() {
     let home = WorkerHome::new("http://127.0.0.1:9/", None, "");
     assert!(home.cli(&["disable"]).status.success());
-    assert!(std::fs::read_to_string(home.config()).unwrap().contains("auto_enabled = false"));
+    assert!(std::fs::read_to_string(home.config())
+        .unwrap()
+        .contains("auto_enabled = false"));
     assert!(home.cli(&["enable"]).status.success());
-    assert!(std::fs::read_to_string(home.config()).unwrap().contains("auto_enabled = true"));
+    assert!(std::fs::read_to_string(home.config())
+        .unwrap()
+        .contains("auto_enabled = true"));
     assert!(home.cli(&["set-threshold", "7.5"]).status.success());
     let (out, _) = text(&home.cli(&["status"]));
     assert!(out.contains("7.5 GB"), "{out}");
@@ -35,10 +49,16 @@ fn enable_disable_and_set_threshold_write_the_config() {
         let out = home.cli(&["set-threshold", "--", bad]);
         assert!(!out.status.success(), "{bad} accepted");
         let (_, err) = text(&out);
-        assert!(err.contains("studio-worker: error:") && err.contains(bad), "{err}");
+        assert!(
+            err.contains("studio-worker: error:") && err.contains(bad),
+            "{err}"
+        );
     }
     let (out, _) = text(&home.cli(&["status"]));
-    assert!(out.contains("7.5 GB"), "refused values left the config alone: {out}");
+    assert!(
+        out.contains("7.5 GB"),
+        "refused values left the config alone: {out}"
+    );
 }
 
 #[test]
@@ -51,7 +71,10 @@ fn a_corrupt_config_is_a_one_line_error_naming_the_file() {
         let (_, err) = text(&out);
         let lines: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
         assert_eq!(lines.len(), 1, "{err}");
-        assert!(lines[0].contains(&home.config().display().to_string()), "{err}");
+        assert!(
+            lines[0].contains(&home.config().display().to_string()),
+            "{err}"
+        );
         assert!(!err.contains("panicked"), "{err}");
     }
 }
@@ -61,25 +84,69 @@ fn the_job_command_runs_every_kind_locally() {
     let home = WorkerHome::new("http://127.0.0.1:9/", None, "");
     let dir = home.dir.path();
     let png = dir.join("fox.png");
-    let out = home.cli(&["job", "image", "--prompt", "a fox", "--width", "96", "--height", "64", "--ext", "png", "--out", png.to_str().unwrap()]);
+    let out = home.cli(&[
+        "job",
+        "image",
+        "--prompt",
+        "a fox",
+        "--width",
+        "96",
+        "--height",
+        "64",
+        "--ext",
+        "png",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out).1);
     let img = image::open(&png).unwrap();
     assert_eq!((img.width(), img.height()), (96, 64));
 
     let out = home.cli(&["job", "llm", "--prompt", "The capital of France is"]);
     assert!(out.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("llm result on stdout is JSON");
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("llm result on stdout is JSON");
     assert_eq!(v["object"], "chat.completion");
 
     let wav = dir.join("hi.wav");
-    assert!(home.cli(&["job", "tts", "--text", "hello there", "--out", wav.to_str().unwrap()]).status.success());
+    assert!(home
+        .cli(&[
+            "job",
+            "tts",
+            "--text",
+            "hello there",
+            "--out",
+            wav.to_str().unwrap()
+        ])
+        .status
+        .success());
     let out = home.cli(&["job", "stt", "--input", wav.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out).1);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["duration"].as_f64().unwrap() > 0.5);
 
     let gif = dir.join("v.gif");
-    assert!(home.cli(&["job", "video", "--prompt", "x", "--width", "16", "--height", "16", "--seconds", "1", "--fps", "3", "--ext", "gif", "--out", gif.to_str().unwrap()]).status.success());
+    assert!(home
+        .cli(&[
+            "job",
+            "video",
+            "--prompt",
+            "x",
+            "--width",
+            "16",
+            "--height",
+            "16",
+            "--seconds",
+            "1",
+            "--fps",
+            "3",
+            "--ext",
+            "gif",
+            "--out",
+            gif.to_str().unwrap()
+        ])
+        .status
+        .success());
     assert!(std::fs::metadata(&gif).unwrap().len() > 0);
 
     // Bad input is a clear error, not a panic.

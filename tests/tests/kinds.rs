@@ -11,11 +11,17 @@ use studio_worker_tests::start_worker;
 use studio_worker_tests::studio::FakeStudio;
 
 fn wav_bytes(seconds: f32, rate: u32, channels: u16) -> Vec<u8> {
-    let spec = hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec = hound::WavSpec {
+        channels,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut buf = Cursor::new(Vec::new());
     let mut w = hound::WavWriter::new(&mut buf, spec).unwrap();
     for i in 0..(seconds * rate as f32) as usize * channels as usize {
-        w.write_sample(((i as f32 * 0.05).sin() * 8000.0) as i16).unwrap();
+        w.write_sample(((i as f32 * 0.05).sin() * 8000.0) as i16)
+            .unwrap();
     }
     w.finalize().unwrap();
     buf.into_inner()
@@ -27,9 +33,13 @@ async fn every_kind_completes_with_a_valid_result() {
     let (_home, _worker) = start_worker(&studio, "", &[]).await;
 
     // Images in every format at odd sizes.
-    for (i, (w, h, ext, fmt)) in [(64, 48, "png", ImageFormat::Png), (33, 17, "webp", ImageFormat::WebP), (120, 80, "jpg", ImageFormat::Jpeg)]
-        .into_iter()
-        .enumerate()
+    for (i, (w, h, ext, fmt)) in [
+        (64, 48, "png", ImageFormat::Png),
+        (33, 17, "webp", ImageFormat::WebP),
+        (120, 80, "jpg", ImageFormat::Jpeg),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let id = format!("img-{i}");
         studio.offer(claim(&id, image(w, h, ext)));
@@ -64,7 +74,10 @@ async fn every_kind_completes_with_a_valid_result() {
     );
 
     // llm with a tiny budget stops for length.
-    studio.offer(claim("llm-2", json!({"kind": "llm", "messages": [{"role": "user", "content": "hi"}], "maxTokens": 2})));
+    studio.offer(claim(
+        "llm-2",
+        json!({"kind": "llm", "messages": [{"role": "user", "content": "hi"}], "maxTokens": 2}),
+    ));
     let short = studio.wait_frame("completeJson", "llm-2").await;
     assert_eq!(short["result"]["choices"][0]["finish_reason"], "length");
     assert_eq!(short["result"]["usage"]["completion_tokens"], 2);
@@ -72,15 +85,24 @@ async fn every_kind_completes_with_a_valid_result() {
     // audio_stt: the input WAV is fetched from the studio over loopback.
     studio.serve_file("clip.wav", wav_bytes(1.5, 16_000, 1));
     let url = studio.file_url("clip.wav");
-    studio.offer(claim("stt-1", json!({"kind": "audio_stt", "inputUrl": url, "language": null})));
+    studio.offer(claim(
+        "stt-1",
+        json!({"kind": "audio_stt", "inputUrl": url, "language": null}),
+    ));
     let stt = studio.wait_frame("completeJson", "stt-1").await;
     assert_eq!(stt["result"]["duration"], 1.5);
     assert_eq!(stt["result"]["language"], "en");
-    assert!(stt["result"]["text"].as_str().unwrap().starts_with("[synthetic] transcript of "));
+    assert!(stt["result"]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("[synthetic] transcript of "));
     assert_eq!(stt["prompt"], url);
 
     // audio_tts: a real WAV whose length follows the text.
-    studio.offer(claim("tts-short", json!({"kind": "audio_tts", "text": "hi there", "ext": "wav"})));
+    studio.offer(claim(
+        "tts-short",
+        json!({"kind": "audio_tts", "text": "hi there", "ext": "wav"}),
+    ));
     let short = studio.wait_upload("tts-short").await;
     assert_eq!(short.content_type, "audio/wav");
     studio.offer(claim("tts-long", json!({"kind": "audio_tts", "text": "hi there, this sentence is a good deal longer than the first one"})));
@@ -89,13 +111,20 @@ async fn every_kind_completes_with_a_valid_result() {
         let r = hound::WavReader::new(Cursor::new(b)).expect("valid wav");
         r.duration() as f64 / r.spec().sample_rate as f64
     };
-    assert!(dur(&long.bytes) > dur(&short.bytes) * 2.0, "longer text, longer audio");
+    assert!(
+        dur(&long.bytes) > dur(&short.bytes) * 2.0,
+        "longer text, longer audio"
+    );
 
     // video: an animated GIF with fps × seconds frames of the requested size.
     studio.offer(claim("vid-gif", json!({"kind": "video", "prompt": "a tiny dragon", "seconds": 1.0, "fps": 5, "width": 40, "height": 30, "ext": "gif"})));
     let gif = studio.wait_upload("vid-gif").await;
     assert_eq!(gif.ext, "gif");
-    let frames = image::codecs::gif::GifDecoder::new(Cursor::new(&gif.bytes)).unwrap().into_frames().collect_frames().unwrap();
+    let frames = image::codecs::gif::GifDecoder::new(Cursor::new(&gif.bytes))
+        .unwrap()
+        .into_frames()
+        .collect_frames()
+        .unwrap();
     assert_eq!(frames.len(), 5);
     assert_eq!(frames[0].buffer().dimensions(), (40, 30));
     assert_ne!(frames[0].buffer(), frames[4].buffer(), "frames move");
@@ -107,14 +136,29 @@ fn ffprobe(bytes: &[u8], ext: &str) -> (u32, u32, String, u32) {
     let path = dir.path().join(format!("v.{ext}"));
     std::fs::write(&path, bytes).unwrap();
     let out = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries", "stream=width,height,r_frame_rate,nb_read_frames", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-count_frames",
+            "-show_entries",
+            "stream=width,height,r_frame_rate,nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(&path)
         .output()
         .expect("ffprobe is installed (scripts/test installs ffmpeg)");
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let f: Vec<&str> = text.split(',').collect();
     assert_eq!(f.len(), 4, "ffprobe said {text:?}");
-    (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].to_string(), f[3].parse().unwrap())
+    (
+        f[0].parse().unwrap(),
+        f[1].parse().unwrap(),
+        f[2].to_string(),
+        f[3].parse().unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,7 +167,10 @@ async fn video_becomes_mp4_and_webm_through_ffmpeg() {
     let (_home, _worker) = start_worker(&studio, "", &[]).await;
     studio.offer(claim("vid-mp4", json!({"kind": "video", "prompt": "a tiny dragon", "seconds": 1.5, "fps": 8, "width": 64, "height": 48, "ext": "mp4"})));
     let mp4 = studio.wait_upload("vid-mp4").await;
-    assert_eq!((mp4.ext.as_str(), mp4.content_type.as_str()), ("mp4", "video/mp4"));
+    assert_eq!(
+        (mp4.ext.as_str(), mp4.content_type.as_str()),
+        ("mp4", "video/mp4")
+    );
     assert_eq!(ffprobe(&mp4.bytes, "mp4"), (64, 48, "8/1".to_string(), 12));
     // faststart: the moov atom precedes the media data.
     let pos = |tag: &[u8]| mp4.bytes.windows(4).position(|w| w == tag).unwrap();
@@ -166,7 +213,11 @@ async fn image_limits_fail_naming_the_field() {
         ("too-wide", image(9000, 10, "png"), "task.width"),
         ("too-many", image(8000, 8000, "png"), "40-megapixel"),
         ("bad-ext", image(10, 10, "bmp"), "task.ext"),
-        ("tts-mp3", json!({"kind": "audio_tts", "text": "x", "ext": "mp3"}), "task.ext"),
+        (
+            "tts-mp3",
+            json!({"kind": "audio_tts", "text": "x", "ext": "mp3"}),
+            "task.ext",
+        ),
     ] {
         studio.offer(claim(id, task));
         let fail = studio.wait_frame("fail", id).await;

@@ -6,7 +6,10 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use studio_protocol::runner::frame::encode;
-use studio_protocol::runner::{ErrorClass, FrameReader, FromRunner, JobOutput, JobRequest, ToRunner, CHANNEL_VERSION, DEFAULT_MAX_FRAME_BYTES};
+use studio_protocol::runner::{
+    ErrorClass, FrameReader, FromRunner, JobOutput, JobRequest, ToRunner, CHANNEL_VERSION,
+    DEFAULT_MAX_FRAME_BYTES,
+};
 use studio_protocol::studio::{ImageTask, ModelSource, Task};
 use studio_worker_tests::proc::bin;
 
@@ -18,7 +21,10 @@ struct Runner {
 
 fn start(env: &[(&str, &str)]) -> Runner {
     let mut cmd = Command::new(bin("engine-runner"));
-    cmd.args(["--stdio", "--engine", "synthetic"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(["--stdio", "--engine", "synthetic"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -30,17 +36,33 @@ fn start(env: &[(&str, &str)]) -> Runner {
 
 impl Runner {
     fn send(&mut self, m: &ToRunner) {
-        self.stdin.write_all(&encode(m, DEFAULT_MAX_FRAME_BYTES).unwrap()).unwrap();
+        self.stdin
+            .write_all(&encode(m, DEFAULT_MAX_FRAME_BYTES).unwrap())
+            .unwrap();
         self.stdin.flush().unwrap();
     }
     fn recv(&mut self) -> FromRunner {
-        self.out.read::<FromRunner>().expect("valid frame").expect("not EOF")
+        self.out
+            .read::<FromRunner>()
+            .expect("valid frame")
+            .expect("not EOF")
     }
     fn hello(&mut self, epoch: u64) {
-        self.send(&ToRunner::Hello { version: CHANNEL_VERSION, epoch });
+        self.send(&ToRunner::Hello {
+            version: CHANNEL_VERSION,
+            epoch,
+        });
         match self.recv() {
-            FromRunner::Hello { version, epoch: e, engine, .. } => {
-                assert_eq!((version, e, engine.as_str()), (CHANNEL_VERSION, epoch, "synthetic"));
+            FromRunner::Hello {
+                version,
+                epoch: e,
+                engine,
+                ..
+            } => {
+                assert_eq!(
+                    (version, e, engine.as_str()),
+                    (CHANNEL_VERSION, epoch, "synthetic")
+                );
             }
             other => panic!("expected hello, got {other:?}"),
         }
@@ -58,16 +80,22 @@ impl Runner {
 }
 
 fn job(id: &str, model: &str, w: u32, h: u32) -> ToRunner {
-    ToRunner::Job(JobRequest {
+    ToRunner::Job(Box::new(JobRequest {
         job_id: id.into(),
         epoch: 4,
-        task: Task::Image(ImageTask { prompt: "p".into(), width: Some(w), height: Some(h), ext: Some("png".into()), ..Default::default() }),
+        task: Task::Image(ImageTask {
+            prompt: "p".into(),
+            width: Some(w),
+            height: Some(h),
+            ext: Some("png".into()),
+            ..Default::default()
+        }),
         model: model.into(),
         model_source: ModelSource::synthetic(),
         model_files: Default::default(),
         inputs: Default::default(),
         scratch_dir: None,
-    })
+    }))
 }
 
 #[test]
@@ -82,7 +110,11 @@ fn handshake_job_progress_and_result() {
                 assert_eq!((job_id.as_str(), epoch), ("j1", 4));
                 progress += 1;
             }
-            FromRunner::Result { job_id, epoch, output } => {
+            FromRunner::Result {
+                job_id,
+                epoch,
+                output,
+            } => {
                 assert_eq!((job_id.as_str(), epoch), ("j1", 4));
                 break output;
             }
@@ -90,7 +122,9 @@ fn handshake_job_progress_and_result() {
         }
     };
     assert!(progress >= 1);
-    let JobOutput::Bytes { data, ext } = output else { panic!("bytes expected") };
+    let JobOutput::Bytes { data, ext } = output else {
+        panic!("bytes expected")
+    };
     assert_eq!(ext, "png");
     let img = image::load_from_memory(&data).unwrap();
     assert_eq!((img.width(), img.height()), (40, 30));
@@ -150,14 +184,25 @@ fn native_stdout_never_reaches_the_channel() {
     r.send(&ToRunner::Shutdown);
     assert!(r.wait().success());
     let mut err = String::new();
-    r.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(err.contains("fault:stdout junk"), "junk went to stderr: {err}");
+    r.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains("fault:stdout junk"),
+        "junk went to stderr: {err}"
+    );
 }
 
 #[test]
 fn a_wrong_version_or_a_missing_hello_is_fatal() {
     let mut r = start(&[]);
-    r.send(&ToRunner::Hello { version: CHANNEL_VERSION + 1, epoch: 0 });
+    r.send(&ToRunner::Hello {
+        version: CHANNEL_VERSION + 1,
+        epoch: 0,
+    });
     assert!(matches!(r.recv(), FromRunner::Fatal { message } if message.contains("not supported")));
     assert_eq!(r.wait().code(), Some(2));
 
@@ -218,9 +263,16 @@ fn json_lines_mode_is_drivable_by_hand() {
         .collect();
     assert!(child.wait().unwrap().success());
     assert!(lines[0].get("hello").is_some());
-    let file = lines.iter().find_map(|l| l["result"]["output"]["file"]["path"].as_str()).expect("a file result");
+    let file = lines
+        .iter()
+        .find_map(|l| l["result"]["output"]["file"]["path"].as_str())
+        .expect("a file result");
     let img = image::open(file).unwrap();
     assert_eq!((img.width(), img.height()), (24, 12));
-    assert!(lines.iter().any(|l| l["log"]["message"].as_str().is_some_and(|m| m.contains("ignored line"))));
-    assert!(lines.iter().any(|l| l["result"]["output"]["json"]["value"]["object"] == "chat.completion"));
+    assert!(lines.iter().any(|l| l["log"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("ignored line"))));
+    assert!(lines
+        .iter()
+        .any(|l| l["result"]["output"]["json"]["value"]["object"] == "chat.completion"));
 }

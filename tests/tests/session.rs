@@ -18,34 +18,81 @@ async fn register_writes_the_identity_0600_and_is_idempotent() {
     let studio = FakeStudio::start().await;
     let home = WorkerHome::new("https://unused.invalid/", None, "");
     let url = studio.url();
-    let out = home.cli(&["register", "--bootstrap-token", BOOTSTRAP, "--api-base-url", &url]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mode = std::fs::metadata(home.config()).unwrap().permissions().mode() & 0o777;
+    let out = home.cli(&[
+        "register",
+        "--bootstrap-token",
+        BOOTSTRAP,
+        "--api-base-url",
+        &url,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = std::fs::metadata(home.config())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
     let text = std::fs::read_to_string(home.config()).unwrap();
     assert!(text.contains(WORKER_ID) && text.contains(TOKEN) && text.contains(&url));
-    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!printed.contains(TOKEN) && !printed.contains(BOOTSTRAP), "secrets printed: {printed}");
-    let first = studio.wait_for(Duration::from_secs(5), "register", |e| match e {
-        Event::Register(b) => Some(b.clone()),
-        _ => None,
-    }).await;
-    assert!(first.get("workerId").is_none(), "first registration has no id");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !printed.contains(TOKEN) && !printed.contains(BOOTSTRAP),
+        "secrets printed: {printed}"
+    );
+    let first = studio
+        .wait_for(Duration::from_secs(5), "register", |e| match e {
+            Event::Register(b) => Some(b.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(
+        first.get("workerId").is_none(),
+        "first registration has no id"
+    );
     assert_eq!(first["capabilities"]["engine"], "multi");
 
     // Again: the known id is sent, the identity is unchanged.
-    let out = home.cli(&["register", "--bootstrap-token", BOOTSTRAP, "--api-base-url", &url]);
+    let out = home.cli(&[
+        "register",
+        "--bootstrap-token",
+        BOOTSTRAP,
+        "--api-base-url",
+        &url,
+    ]);
     assert!(out.status.success());
-    let regs: Vec<Value> = studio.events().into_iter().filter_map(|e| match e { Event::Register(b) => Some(b), _ => None }).collect();
+    let regs: Vec<Value> = studio
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Register(b) => Some(b),
+            _ => None,
+        })
+        .collect();
     assert_eq!(regs.len(), 2);
     assert_eq!(regs[1]["workerId"], WORKER_ID);
 
     // A wrong bootstrap token fails with a one-line reason and keeps the identity.
-    let out = home.cli(&["register", "--bootstrap-token", "nope", "--api-base-url", &url]);
+    let out = home.cli(&[
+        "register",
+        "--bootstrap-token",
+        "nope",
+        "--api-base-url",
+        &url,
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bootstrap token was not accepted"), "{err}");
-    assert!(std::fs::read_to_string(home.config()).unwrap().contains(TOKEN));
+    assert!(std::fs::read_to_string(home.config())
+        .unwrap()
+        .contains(TOKEN));
 
     // The registered worker then connects and works.
     let mut worker = home.spawn_run(&[]);
@@ -75,14 +122,22 @@ async fn a_refused_token_ends_the_process_non_zero() {
 
     // An auth_failed error frame.
     let (_home, mut w) = start_worker(&studio, "", &[]).await;
-    studio.send_text(json!({"type": "error", "code": "auth_failed", "message": "revoked"}).to_string());
+    studio.send_text(
+        json!({"type": "error", "code": "auth_failed", "message": "revoked"}).to_string(),
+    );
     assert!(!w.wait_exit(Duration::from_secs(10)).await.success());
     // The worker closed with 1000 itself.
-    studio.wait_for(Duration::from_secs(5), "close 1000", |e| matches!(e, Event::Closed(Some(1000))).then_some(())).await;
+    studio
+        .wait_for(Duration::from_secs(5), "close 1000", |e| {
+            matches!(e, Event::Closed(Some(1000))).then_some(())
+        })
+        .await;
 
     // worker_deleted is terminal too.
     let (_home, mut w) = start_worker(&studio, "", &[]).await;
-    studio.send_text(json!({"type": "error", "code": "worker_deleted", "message": "gone"}).to_string());
+    studio.send_text(
+        json!({"type": "error", "code": "worker_deleted", "message": "gone"}).to_string(),
+    );
     assert!(!w.wait_exit(Duration::from_secs(10)).await.success());
     assert!(w.log().contains("worker_deleted"));
 }
@@ -101,7 +156,9 @@ async fn a_clean_close_or_an_outage_is_followed_by_a_reconnect() {
     studio.wait_upload("after-close").await;
 
     // A transient studio error also reconnects.
-    studio.send_text(json!({"type": "error", "code": "internal_error", "message": "oops"}).to_string());
+    studio.send_text(
+        json!({"type": "error", "code": "internal_error", "message": "oops"}).to_string(),
+    );
     studio.wait_session(3).await;
 
     // Outage: the studio vanishes, then comes back on the same port.
@@ -129,10 +186,17 @@ async fn malformed_frames_and_offers_keep_the_session() {
     no_task["modelSource"] = src.clone();
     let mut bad_kind = claim("bad-kind", json!({"kind": "sculpture", "prompt": "p"}));
     bad_kind["model"] = json!("m");
-    let neg = claim("bad-neg", json!({"kind": "image", "prompt": "p", "width": -64}));
-    let zero = claim("bad-zero", json!({"kind": "image", "prompt": "p", "height": 0}));
+    let neg = claim(
+        "bad-neg",
+        json!({"kind": "image", "prompt": "p", "width": -64}),
+    );
+    let zero = claim(
+        "bad-zero",
+        json!({"kind": "image", "prompt": "p", "height": 0}),
+    );
     let mut role = claim("bad-role", image(8, 8, "png"));
-    role["modelSource"]["files"] = json!([{"role": "weights", "url": "https://x.invalid/f", "filename": "f"}]);
+    role["modelSource"]["files"] =
+        json!([{"role": "weights", "url": "https://x.invalid/f", "filename": "f"}]);
     let mut wrong_type = claim("bad-type", image(8, 8, "png"));
     wrong_type["vramGbEstimate"] = json!("lots");
     for (offer, field) in [
@@ -148,7 +212,10 @@ async fn malformed_frames_and_offers_keep_the_session() {
         studio.wait_frame("accept", &id).await;
         let fail = studio.wait_frame("fail", &id).await;
         assert_eq!(fail["retryable"], false, "{fail}");
-        assert!(fail["error"].as_str().unwrap().contains(field), "{field}: {fail}");
+        assert!(
+            fail["error"].as_str().unwrap().contains(field),
+            "{field}: {fail}"
+        );
     }
 
     // An engine this worker lacks: accepted, failed retryable, naming it.
@@ -160,8 +227,18 @@ async fn malformed_frames_and_offers_keep_the_session() {
         assert_eq!(fail["retryable"], true, "{fail}");
         assert!(fail["error"].as_str().unwrap().contains(engine), "{fail}");
     }
-    let fail = studio.frames("fail").into_iter().find(|f| f["jobId"] == "eng-gradio").unwrap();
-    assert!(fail["error"].as_str().unwrap().contains("available: synthetic"), "{fail}");
+    let fail = studio
+        .frames("fail")
+        .into_iter()
+        .find(|f| f["jobId"] == "eng-gradio")
+        .unwrap();
+    assert!(
+        fail["error"]
+            .as_str()
+            .unwrap()
+            .contains("available: synthetic"),
+        "{fail}"
+    );
 
     // Still the same session, and it still works.
     studio.offer(claim("good", image(8, 8, "png")));
@@ -181,10 +258,16 @@ async fn a_second_offer_during_a_job_is_rejected_busy() {
     assert_eq!(reject["code"], "busy");
     // Heartbeats name the running job.
     let hb = studio
-        .wait_for(Duration::from_secs(8), "heartbeat with currentJobId", |e| match e {
-            Event::Frame(v) if v["type"] == "heartbeat" && v["currentJobId"] == "slow" => Some(v.clone()),
-            _ => None,
-        })
+        .wait_for(
+            Duration::from_secs(8),
+            "heartbeat with currentJobId",
+            |e| match e {
+                Event::Frame(v) if v["type"] == "heartbeat" && v["currentJobId"] == "slow" => {
+                    Some(v.clone())
+                }
+                _ => None,
+            },
+        )
         .await;
     assert_eq!(hb["capabilities"]["autoEnabled"], true);
     studio.wait_upload("slow").await;
@@ -206,10 +289,18 @@ async fn a_disabled_worker_rejects_paused_until_enabled() {
     // `enable` on the running worker takes effect at the next heartbeat.
     assert!(home.cli(&["enable"]).status.success());
     studio
-        .wait_for(Duration::from_secs(12), "heartbeat with autoEnabled", |e| match e {
-            Event::Frame(v) if v["type"] == "heartbeat" && v["capabilities"]["autoEnabled"] == true => Some(()),
-            _ => None,
-        })
+        .wait_for(
+            Duration::from_secs(12),
+            "heartbeat with autoEnabled",
+            |e| match e {
+                Event::Frame(v)
+                    if v["type"] == "heartbeat" && v["capabilities"]["autoEnabled"] == true =>
+                {
+                    Some(())
+                }
+                _ => None,
+            },
+        )
         .await;
     studio.offer(claim("p2", image(8, 8, "png")));
     studio.wait_upload("p2").await;
@@ -231,7 +322,10 @@ async fn uploads_retry_on_5xx_and_keep_the_result_when_refused() {
     let fail = studio.wait_frame("fail", "refused").await;
     assert_eq!(fail["retryable"], true);
     let msg = fail["error"].as_str().unwrap();
-    assert!(msg.contains("409") && msg.contains("result kept at"), "{msg}");
+    assert!(
+        msg.contains("409") && msg.contains("result kept at"),
+        "{msg}"
+    );
     let kept = home.dir.path().join("results/refused.png");
     let img = image::open(&kept).expect("kept result decodes");
     assert_eq!(img.width(), 16);
@@ -244,15 +338,24 @@ async fn logs_are_shipped_in_batches_with_job_ids() {
     studio.offer(claim("logged", llm("hi")));
     studio.wait_frame("completeJson", "logged").await;
     let entry = studio
-        .wait_for(Duration::from_secs(5), "a log line about the job", |e| match e {
-            Event::Frame(v) if v["type"] == "logBatch" => v["entries"].as_array().and_then(|es| es.iter().find(|x| x["jobId"] == "logged").cloned()),
-            _ => None,
-        })
+        .wait_for(
+            Duration::from_secs(5),
+            "a log line about the job",
+            |e| match e {
+                Event::Frame(v) if v["type"] == "logBatch" => v["entries"]
+                    .as_array()
+                    .and_then(|es| es.iter().find(|x| x["jobId"] == "logged").cloned()),
+                _ => None,
+            },
+        )
         .await;
     assert!(entry["ts"].as_str().unwrap().ends_with('Z'));
     assert!(["info", "warn", "error"].contains(&entry["level"].as_str().unwrap()));
     for batch in studio.frames("logBatch") {
-        assert!(!batch["entries"].as_array().unwrap().is_empty(), "no empty batches");
+        assert!(
+            !batch["entries"].as_array().unwrap().is_empty(),
+            "no empty batches"
+        );
         assert!(!batch.to_string().contains(TOKEN), "token in a log line");
     }
 }
@@ -269,18 +372,29 @@ async fn engine_stdout_junk_and_a_crash_do_not_disturb_the_session() {
     // runs on a fresh runner.
     studio.offer(claim_with("segv", "fault:segv", image(16, 16, "png")));
     let fail = studio.wait_frame("fail", "segv").await;
-    assert!(fail["error"].as_str().unwrap().contains("SIGSEGV"), "{fail}");
+    assert!(
+        fail["error"].as_str().unwrap().contains("SIGSEGV"),
+        "{fail}"
+    );
     assert_eq!(fail["retryable"], true);
     studio.offer(claim("next", image(16, 16, "png")));
     studio.wait_upload("next").await;
-    assert!(worker.log().contains("epoch 2"), "runner restarted: {}", worker.log());
+    assert!(
+        worker.log().contains("epoch 2"),
+        "runner restarted: {}",
+        worker.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_the_session_and_exits_zero() {
     let studio = FakeStudio::start().await;
     let (_home, mut worker) = start_worker(&studio, "", FAULTS).await;
-    studio.offer(claim_with("draining", "fault:slow:1500", image(16, 16, "png")));
+    studio.offer(claim_with(
+        "draining",
+        "fault:slow:1500",
+        image(16, 16, "png"),
+    ));
     studio.wait_frame("accept", "draining").await;
     let mut runners = Vec::new();
     for _ in 0..100 {
@@ -300,7 +414,11 @@ async fn sigterm_closes_the_session_and_exits_zero() {
     studio.wait_upload("draining").await;
     let status = worker.wait_exit(Duration::from_secs(15)).await;
     assert!(status.success(), "{}", worker.log());
-    studio.wait_for(Duration::from_secs(5), "close 1000", |e| matches!(e, Event::Closed(Some(1000))).then_some(())).await;
+    studio
+        .wait_for(Duration::from_secs(5), "close 1000", |e| {
+            matches!(e, Event::Closed(Some(1000))).then_some(())
+        })
+        .await;
     let left = studio_worker_tests::proc::wait_gone(&runners, Duration::from_secs(3)).await;
     assert!(left.is_empty(), "runner outlived the supervisor: {left:?}");
 }

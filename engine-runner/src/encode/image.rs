@@ -16,7 +16,9 @@ pub const MAX_PIXELS: u64 = 40_000_000;
 pub fn check_size(width: u32, height: u32) -> Result<(), EngineError> {
     for (name, v) in [("width", width), ("height", height)] {
         if v == 0 {
-            return Err(EngineError::bad_input(format!("task.{name}: must be greater than 0")));
+            return Err(EngineError::bad_input(format!(
+                "task.{name}: must be greater than 0"
+            )));
         }
         if v > MAX_SIDE {
             return Err(EngineError::bad_input(format!(
@@ -54,8 +56,18 @@ pub fn encode_rgb(img: &RgbImage, ext: &str) -> Result<Vec<u8>, EngineError> {
     let res = match ext {
         "png" => PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Sub)
             .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8),
-        "webp" => WebPEncoder::new_lossless(&mut out).write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8),
-        _ => JpegEncoder::new_with_quality(&mut out, 90).write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8),
+        "webp" => WebPEncoder::new_lossless(&mut out).write_image(
+            img.as_raw(),
+            w,
+            h,
+            ExtendedColorType::Rgb8,
+        ),
+        _ => JpegEncoder::new_with_quality(&mut out, 90).write_image(
+            img.as_raw(),
+            w,
+            h,
+            ExtendedColorType::Rgb8,
+        ),
     };
     res.map_err(|e| EngineError::engine(format!("{ext} encoding failed: {e}")))?;
     Ok(out)

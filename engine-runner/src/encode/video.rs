@@ -35,7 +35,7 @@ pub fn check(spec: &VideoSpec<'_>) -> Result<(), EngineError> {
             spec.ext
         )));
     }
-    if spec.ext != "gif" && (spec.width % 2 != 0 || spec.height % 2 != 0) {
+    if spec.ext != "gif" && (!spec.width.is_multiple_of(2) || !spec.height.is_multiple_of(2)) {
         return Err(EngineError::bad_input(format!(
             "task.width/task.height: {} (yuv420p) needs even dimensions, got {}x{}",
             spec.ext, spec.width, spec.height
@@ -56,7 +56,10 @@ where
     }
 }
 
-fn encode_gif<I: IntoIterator<Item = RgbImage>>(spec: &VideoSpec<'_>, frames: I) -> Result<Vec<u8>, EngineError> {
+fn encode_gif<I: IntoIterator<Item = RgbImage>>(
+    spec: &VideoSpec<'_>,
+    frames: I,
+) -> Result<Vec<u8>, EngineError> {
     let mut out = Vec::new();
     {
         let mut enc = GifEncoder::new_with_speed(&mut out, 30);
@@ -72,21 +75,64 @@ fn encode_gif<I: IntoIterator<Item = RgbImage>>(spec: &VideoSpec<'_>, frames: I)
     Ok(out)
 }
 
-fn encode_ffmpeg<I: IntoIterator<Item = RgbImage>>(spec: &VideoSpec<'_>, frames: I) -> Result<Vec<u8>, EngineError> {
+fn encode_ffmpeg<I: IntoIterator<Item = RgbImage>>(
+    spec: &VideoSpec<'_>,
+    frames: I,
+) -> Result<Vec<u8>, EngineError> {
     std::fs::create_dir_all(spec.scratch)
         .map_err(|e| EngineError::engine(format!("scratch dir {}: {e}", spec.scratch.display())))?;
     let tmp = tempfile_in(spec.scratch, spec.ext)?;
     let size = format!("{}x{}", spec.width, spec.height);
     let fps = spec.fps.to_string();
     let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s"])
-        .arg(&size)
-        .args(["-r", &fps, "-i", "pipe:0"]);
+    cmd.args([
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+    ])
+    .arg(&size)
+    .args(["-r", &fps, "-i", "pipe:0"]);
     match spec.ext {
-        "mp4" => cmd.args(["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4"]),
-        _ => cmd.args(["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "0", "-crf", "40", "-pix_fmt", "yuv420p", "-f", "webm"]),
+        "mp4" => cmd.args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv420p",
+            "-movflags",
+            "+faststart",
+            "-f",
+            "mp4",
+        ]),
+        _ => cmd.args([
+            "-c:v",
+            "libvpx-vp9",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-b:v",
+            "0",
+            "-crf",
+            "40",
+            "-pix_fmt",
+            "yuv420p",
+            "-f",
+            "webm",
+        ]),
     };
-    cmd.arg(&tmp).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.arg(&tmp)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -115,15 +161,26 @@ fn encode_ffmpeg<I: IntoIterator<Item = RgbImage>>(spec: &VideoSpec<'_>, frames:
             }
         }
     }
-    let status = child.wait().map_err(|e| EngineError::engine(format!("ffmpeg: {e}")))?;
+    let status = child
+        .wait()
+        .map_err(|e| EngineError::engine(format!("ffmpeg: {e}")))?;
     let log = drain.join().unwrap_or_default();
     let result = if status.success() && write_err.is_none() {
         std::fs::read(&tmp).map_err(|e| EngineError::engine(format!("reading ffmpeg output: {e}")))
     } else {
-        let tail: Vec<&str> = log.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: Vec<&str> = log
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         Err(EngineError::engine(format!(
             "ffmpeg failed ({status}){}: {}",
-            write_err.map(|e| format!(", pipe: {e}")).unwrap_or_default(),
+            write_err
+                .map(|e| format!(", pipe: {e}"))
+                .unwrap_or_default(),
             tail.join(" | ")
         )))
     };

@@ -25,7 +25,7 @@ pub enum ToRunner {
         epoch: u64,
     },
     /// Run one job.
-    Job(JobRequest),
+    Job(Box<JobRequest>),
     /// Liveness probe, answered with `pong` by the I/O thread.
     Ping {
         /// Echoed back.

@@ -135,9 +135,15 @@ pub fn ws_url(base: &str, worker_id: &str) -> Result<String, String> {
     let ws_scheme = match scheme {
         "http" | "ws" => "ws",
         "https" | "wss" => "wss",
-        other => return Err(format!("api_base_url scheme `{other}` is not http(s) or ws(s)")),
+        other => {
+            return Err(format!(
+                "api_base_url scheme `{other}` is not http(s) or ws(s)"
+            ))
+        }
     };
-    Ok(format!("{ws_scheme}://{rest}{API_PREFIX}/workers/{worker_id}/connect"))
+    Ok(format!(
+        "{ws_scheme}://{rest}{API_PREFIX}/workers/{worker_id}/connect"
+    ))
 }
 
 #[cfg(test)]
@@ -147,7 +153,10 @@ mod tests {
     #[test]
     fn base_urls_normalise_as_the_contract_says() {
         assert_eq!(
-            http_url("https://studio.example/custom/graphics/api", "/workers/register-request"),
+            http_url(
+                "https://studio.example/custom/graphics/api",
+                "/workers/register-request"
+            ),
             "https://studio.example/custom/graphics/api/workers/register-request"
         );
         assert_eq!(

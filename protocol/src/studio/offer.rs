@@ -76,7 +76,8 @@ impl JobOfferClaim {
         }
         let raw: RawClaim = parse_at(value, "").map_err(invalid)?;
         let task = Task::from_json(&raw.task).map_err(invalid)?;
-        let model_source: ModelSource = parse_at(&raw.model_source, "modelSource").map_err(invalid)?;
+        let model_source: ModelSource =
+            parse_at(&raw.model_source, "modelSource").map_err(invalid)?;
         if let Err(reason) = task.validate() {
             let (field, message) = reason
                 .split_once(": ")
@@ -118,7 +119,10 @@ impl Task {
             let known: Vec<&str> = TaskKind::ALL.iter().map(|k| k.as_str()).collect();
             (
                 "task.kind".to_string(),
-                format!("unknown kind `{kind}`, expected one of {}", known.join(", ")),
+                format!(
+                    "unknown kind `{kind}`, expected one of {}",
+                    known.join(", ")
+                ),
             )
         })?;
         Ok(match kind {

@@ -20,7 +20,10 @@ where
             if got == 0 {
                 return Ok(None);
             }
-            return Err(FrameError::Truncated { expected: HEADER_LEN, got });
+            return Err(FrameError::Truncated {
+                expected: HEADER_LEN,
+                got,
+            });
         }
         got += n;
     }

@@ -41,7 +41,11 @@ pub struct ChildFailure {
 
 impl ChildFailure {
     fn new(class: ErrorClass, message: impl Into<String>, child_dead: bool) -> Self {
-        Self { class, message: message.into(), child_dead }
+        Self {
+            class,
+            message: message.into(),
+            child_dead,
+        }
     }
 }
 
@@ -91,8 +95,14 @@ impl RunnerChild {
             )
         })?;
         let pid = child.id().unwrap_or(0);
-        let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take()) else {
-            return Err(ChildFailure::new(ErrorClass::EngineUnavailable, "runner pipes missing", true));
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(ChildFailure::new(
+                ErrorClass::EngineUnavailable,
+                "runner pipes missing",
+                true,
+            ));
         };
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
         spawn_stderr_drain(stderr, tail.clone(), engine.to_string(), pid);
@@ -133,7 +143,10 @@ impl RunnerChild {
     }
 
     async fn handshake(&mut self) -> Result<(), ChildFailure> {
-        let hello = ToRunner::Hello { version: CHANNEL_VERSION, epoch: self.epoch };
+        let hello = ToRunner::Hello {
+            version: CHANNEL_VERSION,
+            epoch: self.epoch,
+        };
         if let Err(e) = write_msg(&mut self.stdin, &hello, self.max_frame).await {
             return Err(self.died(format!("handshake write failed: {e}")).await);
         }
@@ -147,20 +160,36 @@ impl RunnerChild {
             }
             Ok(Some(Event::Msg(FromRunner::Fatal { message }))) => {
                 self.fatal = Some(message.clone());
-                Err(self.died(format!("runner refused the handshake: {message}")).await)
+                Err(self
+                    .died(format!("runner refused the handshake: {message}"))
+                    .await)
             }
             Ok(Some(Event::Msg(other))) => {
                 self.kill().await;
-                Err(ChildFailure::new(ErrorClass::EngineUnavailable, format!("runner answered the handshake with {other:?}"), true))
+                Err(ChildFailure::new(
+                    ErrorClass::EngineUnavailable,
+                    format!("runner answered the handshake with {other:?}"),
+                    true,
+                ))
             }
             Ok(Some(Event::Closed(err))) => {
                 let why = err.unwrap_or_else(|| "channel closed".into());
-                Err(self.died(format!("runner exited during the handshake ({why})")).await)
+                Err(self
+                    .died(format!("runner exited during the handshake ({why})"))
+                    .await)
             }
             Ok(None) => Err(self.died("runner exited during the handshake".into()).await),
             Err(_) => {
                 self.kill().await;
-                Err(ChildFailure::new(ErrorClass::EngineUnavailable, format!("runner did not answer the handshake within {}s{}", HANDSHAKE_TIMEOUT.as_secs(), self.tail_suffix()), true))
+                Err(ChildFailure::new(
+                    ErrorClass::EngineUnavailable,
+                    format!(
+                        "runner did not answer the handshake within {}s{}",
+                        HANDSHAKE_TIMEOUT.as_secs(),
+                        self.tail_suffix()
+                    ),
+                    true,
+                ))
             }
         }
     }
@@ -173,8 +202,16 @@ impl RunnerChild {
     ) -> Result<JobOutput, ChildFailure> {
         job.epoch = self.epoch;
         let job_id = job.job_id.clone();
-        if let Err(e) = write_msg(&mut self.stdin, &ToRunner::Job(job), self.max_frame).await {
-            return Err(self.died(format!("cannot send the job to the runner: {e}")).await);
+        if let Err(e) = write_msg(
+            &mut self.stdin,
+            &ToRunner::Job(Box::new(job)),
+            self.max_frame,
+        )
+        .await
+        {
+            return Err(self
+                .died(format!("cannot send the job to the runner: {e}"))
+                .await);
         }
         loop {
             let Some(ev) = self.events.recv().await else {
@@ -182,32 +219,63 @@ impl RunnerChild {
             };
             let msg = match ev {
                 Event::Msg(m) => m,
-                Event::Closed(None) => return Err(self.died("runner closed its channel".into()).await),
+                Event::Closed(None) => {
+                    return Err(self.died("runner closed its channel".into()).await)
+                }
                 Event::Closed(Some(e)) => {
                     // Garbage or an oversized frame: the channel cannot be
                     // trusted any more.
                     self.kill().await;
                     return Err(ChildFailure::new(
                         ErrorClass::Crashed,
-                        format!("runner {} (pid {}) broke the channel: {e}{}", self.engine, self.pid, self.tail_suffix()),
+                        format!(
+                            "runner {} (pid {}) broke the channel: {e}{}",
+                            self.engine,
+                            self.pid,
+                            self.tail_suffix()
+                        ),
                         true,
                     ));
                 }
             };
             match msg {
-                FromRunner::Progress { job_id: j, epoch, done, total, .. } if j == job_id && epoch == self.epoch => {
-                    on_progress(done, total)
-                }
-                FromRunner::Log { job_id: j, level, message, .. } => {
+                FromRunner::Progress {
+                    job_id: j,
+                    epoch,
+                    done,
+                    total,
+                    ..
+                } if j == job_id && epoch == self.epoch => on_progress(done, total),
+                FromRunner::Log {
+                    job_id: j,
+                    level,
+                    message,
+                    ..
+                } => {
                     let j = j.unwrap_or_default();
                     match level {
-                        LogLevel::Error => tracing::error!(target: "engine", job_id = %j, "{message}"),
-                        LogLevel::Warn => tracing::warn!(target: "engine", job_id = %j, "{message}"),
-                        LogLevel::Info => tracing::info!(target: "engine", job_id = %j, "{message}"),
+                        LogLevel::Error => {
+                            tracing::error!(target: "engine", job_id = %j, "{message}")
+                        }
+                        LogLevel::Warn => {
+                            tracing::warn!(target: "engine", job_id = %j, "{message}")
+                        }
+                        LogLevel::Info => {
+                            tracing::info!(target: "engine", job_id = %j, "{message}")
+                        }
                     }
                 }
-                FromRunner::Result { job_id: j, epoch, output } if j == job_id && epoch == self.epoch => return Ok(output),
-                FromRunner::Error { job_id: j, epoch, class, message } if j == job_id && epoch == self.epoch => {
+                FromRunner::Result {
+                    job_id: j,
+                    epoch,
+                    output,
+                } if j == job_id && epoch == self.epoch => return Ok(output),
+                FromRunner::Error {
+                    job_id: j,
+                    epoch,
+                    class,
+                    message,
+                } if j == job_id && epoch == self.epoch => {
                     return Err(ChildFailure::new(class, message, false))
                 }
                 FromRunner::Fatal { message } => self.fatal = Some(message),
@@ -220,7 +288,10 @@ impl RunnerChild {
     /// Asks the child to exit, then kills its process group.
     pub async fn shutdown(mut self, grace: Duration) {
         let _ = write_msg(&mut self.stdin, &ToRunner::Shutdown, self.max_frame).await;
-        if tokio::time::timeout(grace, self.child.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.child.wait())
+            .await
+            .is_err()
+        {
             self.kill().await;
         }
     }
@@ -247,17 +318,32 @@ impl RunnerChild {
         };
         // Give the stderr drain a moment to catch the last lines.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let how = status.map(describe_status).unwrap_or_else(|| "unknown exit".into());
-        let fatal = self.fatal.as_ref().map(|f| format!("; runner said: {f}")).unwrap_or_default();
+        let how = status
+            .map(describe_status)
+            .unwrap_or_else(|| "unknown exit".into());
+        let fatal = self
+            .fatal
+            .as_ref()
+            .map(|f| format!("; runner said: {f}"))
+            .unwrap_or_default();
         ChildFailure::new(
             ErrorClass::Crashed,
-            format!("runner {} (pid {}) {how} ({context}){fatal}{}", self.engine, self.pid, self.tail_suffix()),
+            format!(
+                "runner {} (pid {}) {how} ({context}){fatal}{}",
+                self.engine,
+                self.pid,
+                self.tail_suffix()
+            ),
             true,
         )
     }
 
     fn tail_suffix(&self) -> String {
-        let tail = self.tail.lock().map(|t| t.iter().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        let tail = self
+            .tail
+            .lock()
+            .map(|t| t.iter().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
         if tail.is_empty() {
             String::new()
         } else {

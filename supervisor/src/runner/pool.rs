@@ -39,7 +39,10 @@ impl EngineCatalog {
 
     /// Kinds served by `engine`.
     pub fn kinds(&self, engine: &str) -> &[TaskKind] {
-        self.entries.get(engine).map(|e| e.2.as_slice()).unwrap_or(&[])
+        self.entries
+            .get(engine)
+            .map(|e| e.2.as_slice())
+            .unwrap_or(&[])
     }
 
     /// Checks that `engine` can serve `kind` here; the error says what is
@@ -49,7 +52,8 @@ impl EngineCatalog {
         if matches!(engine, Engine::Parakeet) {
             return Err(ChildFailure {
                 class: ErrorClass::EngineUnavailable,
-                message: "engine `parakeet` is LAN streaming only and not available for jobs".into(),
+                message: "engine `parakeet` is LAN streaming only and not available for jobs"
+                    .into(),
                 child_dead: false,
             });
         }
@@ -85,7 +89,12 @@ pub struct RunnerPool {
 impl RunnerPool {
     /// An empty pool; children start on first use.
     pub fn new(catalog: EngineCatalog, max_frame: usize) -> Self {
-        Self { catalog, max_frame, children: BTreeMap::new(), epochs: BTreeMap::new() }
+        Self {
+            catalog,
+            max_frame,
+            children: BTreeMap::new(),
+            epochs: BTreeMap::new(),
+        }
     }
 
     /// The catalog.
@@ -116,7 +125,11 @@ impl RunnerPool {
             self.children.insert(name.clone(), child);
         }
         let Some(child) = self.children.get_mut(&name) else {
-            return Err(ChildFailure { class: ErrorClass::EngineUnavailable, message: "runner vanished".into(), child_dead: true });
+            return Err(ChildFailure {
+                class: ErrorClass::EngineUnavailable,
+                message: "runner vanished".into(),
+                child_dead: true,
+            });
         };
         let result = child.run_job(job, on_progress).await;
         if let Err(f) = &result {

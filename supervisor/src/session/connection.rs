@@ -44,7 +44,8 @@ pub enum SessionEnd {
     Shutdown,
 }
 
-type Stream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Stream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 type Sink = futures_util::stream::SplitSink<Stream, Message>;
 
 /// What one incoming frame asks of the loop.
@@ -55,16 +56,24 @@ enum Step {
 
 async fn send(sink: &mut Sink, frame: &WorkerFrame) -> Result<(), String> {
     let text = serde_json::to_string(frame).map_err(|e| e.to_string())?;
-    sink.send(Message::text(text)).await.map_err(|e| format!("send failed: {e}"))
+    sink.send(Message::text(text))
+        .await
+        .map_err(|e| format!("send failed: {e}"))
 }
 
 async fn close(sink: &mut Sink, reason: &'static str) {
-    let frame = CloseFrame { code: CloseCode::Normal, reason: reason.into() };
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: reason.into(),
+    };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
 }
 
 fn disconnected(welcomed: bool, reason: impl Into<String>) -> SessionEnd {
-    SessionEnd::Disconnected { welcomed, reason: reason.into() }
+    SessionEnd::Disconnected {
+        welcomed,
+        reason: reason.into(),
+    }
 }
 
 /// Runs one session to its end.
@@ -86,12 +95,18 @@ pub async fn run(w: &mut Worker) -> SessionEnd {
         return SessionEnd::AuthFailed("the stored auth token is not a valid header value".into());
     };
     request.headers_mut().insert("Authorization", bearer);
-    request.headers_mut().insert("Sec-WebSocket-Protocol", proto);
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", proto);
 
-    let ws = match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)).await {
+    let ws = match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request))
+        .await
+    {
         Err(_) => return disconnected(false, format!("connect to {url} timed out after 15 s")),
         Ok(Err(WsError::Http(resp))) if resp.status().as_u16() == 401 => {
-            return SessionEnd::AuthFailed("the studio refused the token (HTTP 401 on upgrade)".into())
+            return SessionEnd::AuthFailed(
+                "the studio refused the token (HTTP 401 on upgrade)".into(),
+            )
         }
         Ok(Err(WsError::Http(resp))) => {
             let body: String = resp
@@ -99,7 +114,10 @@ pub async fn run(w: &mut Worker) -> SessionEnd {
                 .as_ref()
                 .map(|b| String::from_utf8_lossy(b).chars().take(300).collect())
                 .unwrap_or_default();
-            return disconnected(false, format!("upgrade refused: HTTP {} {body}", resp.status()));
+            return disconnected(
+                false,
+                format!("upgrade refused: HTTP {} {body}", resp.status()),
+            );
         }
         Ok(Err(e)) => return disconnected(false, format!("connect to {url} failed: {e}")),
         Ok(Ok((ws, _))) => ws,
@@ -115,7 +133,15 @@ pub async fn run(w: &mut Worker) -> SessionEnd {
     if caps.vram_total_gb > 0.0 && caps.vram_threshold_gb > caps.vram_total_gb {
         tracing::warn!(target: "ws", "vram threshold {} GB exceeds the detected {} GB", caps.vram_threshold_gb, caps.vram_total_gb);
     }
-    if let Err(e) = send(&mut sink, &WorkerFrame::Hello { auth_token: token, capabilities: caps }).await {
+    if let Err(e) = send(
+        &mut sink,
+        &WorkerFrame::Hello {
+            auth_token: token,
+            capabilities: caps,
+        },
+    )
+    .await
+    {
         return disconnected(false, e);
     }
 
@@ -139,11 +165,23 @@ pub async fn run(w: &mut Worker) -> SessionEnd {
                 break;
             }
             Ok(StudioFrame::Error { code, message }) => {
-                close(&mut sink, if code == ErrorCode::AuthFailed { "auth failed" } else { "protocol violation" }).await;
+                close(
+                    &mut sink,
+                    if code == ErrorCode::AuthFailed {
+                        "auth failed"
+                    } else {
+                        "protocol violation"
+                    },
+                )
+                .await;
                 return on_error(code, message, false);
             }
-            Ok(other) => tracing::warn!(target: "ws", "discarding {} before welcome", frame_name(&other)),
-            Err(e) => tracing::warn!(target: "ws", "ignoring unparseable frame before welcome: {e}"),
+            Ok(other) => {
+                tracing::warn!(target: "ws", "discarding {} before welcome", frame_name(&other))
+            }
+            Err(e) => {
+                tracing::warn!(target: "ws", "ignoring unparseable frame before welcome: {e}")
+            }
         }
     }
 
@@ -156,7 +194,11 @@ pub async fn run(w: &mut Worker) -> SessionEnd {
     end
 }
 
-async fn event_loop(w: &mut Worker, sink: &mut Sink, stream: &mut futures_util::stream::SplitStream<Stream>) -> SessionEnd {
+async fn event_loop(
+    w: &mut Worker,
+    sink: &mut Sink,
+    stream: &mut futures_util::stream::SplitStream<Stream>,
+) -> SessionEnd {
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut logs = tokio::time::interval(LOG_FLUSH);
@@ -268,8 +310,18 @@ fn frame_name(f: &StudioFrame) -> &'static str {
 
 fn on_close(frame: Option<CloseFrame>, welcomed: bool) -> SessionEnd {
     match frame {
-        Some(f) if u16::from(f.code) == 4001 => SessionEnd::AuthFailed(format!("studio closed the session with 4001 ({})", f.reason)),
-        Some(f) => disconnected(welcomed, format!("studio closed the session ({} {})", u16::from(f.code), f.reason)),
+        Some(f) if u16::from(f.code) == 4001 => SessionEnd::AuthFailed(format!(
+            "studio closed the session with 4001 ({})",
+            f.reason
+        )),
+        Some(f) => disconnected(
+            welcomed,
+            format!(
+                "studio closed the session ({} {})",
+                u16::from(f.code),
+                f.reason
+            ),
+        ),
         None => disconnected(welcomed, "studio closed the session"),
     }
 }
@@ -278,7 +330,9 @@ fn on_error(code: ErrorCode, message: String, welcomed: bool) -> SessionEnd {
     match code {
         ErrorCode::AuthFailed => SessionEnd::AuthFailed(format!("auth_failed: {message}")),
         ErrorCode::WorkerDeleted => SessionEnd::Fatal(format!("worker_deleted: {message}")),
-        ErrorCode::DuplicateWorker => SessionEnd::Fatal(format!("duplicate_worker: another process holds this identity ({message})")),
+        ErrorCode::DuplicateWorker => SessionEnd::Fatal(format!(
+            "duplicate_worker: another process holds this identity ({message})"
+        )),
         other => disconnected(welcomed, format!("studio error {other:?}: {message}")),
     }
 }
@@ -311,7 +365,15 @@ async fn on_text(w: &mut Worker, sink: &mut Sink, text: &str) -> Step {
             Step::Continue
         }
         StudioFrame::Error { code, message } => {
-            close(sink, if code == ErrorCode::AuthFailed { "auth failed" } else { "session ended" }).await;
+            close(
+                sink,
+                if code == ErrorCode::AuthFailed {
+                    "auth failed"
+                } else {
+                    "session ended"
+                },
+            )
+            .await;
             Step::End(on_error(code, message, true))
         }
     }
@@ -331,9 +393,21 @@ async fn on_offer(w: &mut Worker, sink: &mut Sink, raw: &serde_json::Value) -> R
         tracing::info!(target: "ws", job_id = %job_id, "offer {job_id}: game {}, asset {}, model {}, {} GB", c.game_id, c.asset_name, c.model, c.vram_gb_estimate);
     }
     if w.paused() {
-        let reason = if w.draining() { "worker is shutting down" } else { "worker paused by operator" };
+        let reason = if w.draining() {
+            "worker is shutting down"
+        } else {
+            "worker paused by operator"
+        };
         tracing::info!(target: "ws", job_id = %job_id, "rejecting {job_id}: {reason}");
-        return send(sink, &WorkerFrame::Reject { job_id, reason: reason.into(), code: Some(RejectCode::Paused) }).await;
+        return send(
+            sink,
+            &WorkerFrame::Reject {
+                job_id,
+                reason: reason.into(),
+                code: Some(RejectCode::Paused),
+            },
+        )
+        .await;
     }
     if w.current_job.is_some() && w.uploading && w.deferred_offer.is_none() {
         // The studio offers the next job as soon as it has our upload,
@@ -344,20 +418,54 @@ async fn on_offer(w: &mut Worker, sink: &mut Sink, raw: &serde_json::Value) -> R
     }
     if w.current_job.is_some() {
         tracing::info!(target: "ws", job_id = %job_id, "rejecting {job_id}: busy");
-        return send(sink, &WorkerFrame::Reject { job_id, reason: "worker already has an in-flight job".into(), code: Some(RejectCode::Busy) }).await;
+        return send(
+            sink,
+            &WorkerFrame::Reject {
+                job_id,
+                reason: "worker already has an in-flight job".into(),
+                code: Some(RejectCode::Busy),
+            },
+        )
+        .await;
     }
-    send(sink, &WorkerFrame::Accept { job_id: job_id.clone() }).await?;
+    send(
+        sink,
+        &WorkerFrame::Accept {
+            job_id: job_id.clone(),
+        },
+    )
+    .await?;
     let claim = match parsed {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(target: "job", job_id = %job_id, "{e}");
-            return send(sink, &WorkerFrame::Fail { job_id, error: e.to_string(), retryable: false }).await;
+            return send(
+                sink,
+                &WorkerFrame::Fail {
+                    job_id,
+                    error: e.to_string(),
+                    retryable: false,
+                },
+            )
+            .await;
         }
     };
     w.current_job = Some(job_id.clone());
-    if w.exec_tx.send(ExecRequest { claim, gen: w.gen }).await.is_err() {
+    if w.exec_tx
+        .send(ExecRequest { claim, gen: w.gen })
+        .await
+        .is_err()
+    {
         w.current_job = None;
-        return send(sink, &WorkerFrame::Fail { job_id, error: "the job executor stopped".into(), retryable: true }).await;
+        return send(
+            sink,
+            &WorkerFrame::Fail {
+                job_id,
+                error: "the job executor stopped".into(),
+                retryable: true,
+            },
+        )
+        .await;
     }
     Ok(())
 }
@@ -377,7 +485,13 @@ async fn on_report(w: &mut Worker, sink: &mut Sink, r: JobReport) -> Result<(), 
         let note = match &r.outcome {
             Outcome::Json(v) => {
                 let bytes = serde_json::to_vec_pretty(v).unwrap_or_default();
-                match keep_result(&w.cfg.results_dir(), &r.job_id, "json", &bytes, w.cfg.results_max_mb * 1024 * 1024) {
+                match keep_result(
+                    &w.cfg.results_dir(),
+                    &r.job_id,
+                    "json",
+                    &bytes,
+                    w.cfg.results_max_mb * 1024 * 1024,
+                ) {
                     Ok(p) => format!("result kept at {}", p.display()),
                     Err(e) => format!("result lost: {e}"),
                 }
@@ -391,13 +505,31 @@ async fn on_report(w: &mut Worker, sink: &mut Sink, r: JobReport) -> Result<(), 
     match r.outcome {
         Outcome::Json(result) => {
             tracing::info!(target: "job", job_id = %r.job_id, "completed {}", r.job_id);
-            send(sink, &WorkerFrame::CompleteJson { job_id: r.job_id, result, prompt: Some(r.prompt) }).await
+            send(
+                sink,
+                &WorkerFrame::CompleteJson {
+                    job_id: r.job_id,
+                    result,
+                    prompt: Some(r.prompt),
+                },
+            )
+            .await
         }
         Outcome::Uploaded { ext, bytes } => {
             tracing::info!(target: "job", job_id = %r.job_id, "completed {} ({bytes} bytes of {ext})", r.job_id);
             Ok(())
         }
-        Outcome::Failed { error, retryable } => send(sink, &WorkerFrame::Fail { job_id: r.job_id, error, retryable }).await,
+        Outcome::Failed { error, retryable } => {
+            send(
+                sink,
+                &WorkerFrame::Fail {
+                    job_id: r.job_id,
+                    error,
+                    retryable,
+                },
+            )
+            .await
+        }
         Outcome::Uploading => Ok(()),
     }
 }

@@ -68,7 +68,12 @@ pub async fn run(
         let outcome = match exec.execute(&req.claim).await {
             Ok(JobData::Json(v)) => Outcome::Json(v),
             Ok(JobData::Bytes { data, ext }) => {
-                let note = JobReport { job_id: job_id.clone(), gen: req.gen, prompt: prompt.clone(), outcome: Outcome::Uploading };
+                let note = JobReport {
+                    job_id: job_id.clone(),
+                    gen: req.gen,
+                    prompt: prompt.clone(),
+                    outcome: Outcome::Uploading,
+                };
                 if tx.send(note).await.is_err() {
                     break;
                 }
@@ -76,23 +81,54 @@ pub async fn run(
             }
             Err(e) => {
                 tracing::warn!(target: "job", job_id = %job_id, "job failed ({}): {}", e.class.as_str(), e.message);
-                Outcome::Failed { retryable: e.retryable(), error: e.message }
+                Outcome::Failed {
+                    retryable: e.retryable(),
+                    error: e.message,
+                }
             }
         };
-        if tx.send(JobReport { job_id, gen: req.gen, prompt, outcome }).await.is_err() {
+        if tx
+            .send(JobReport {
+                job_id,
+                gen: req.gen,
+                prompt,
+                outcome,
+            })
+            .await
+            .is_err()
+        {
             break;
         }
     }
     exec.pool().shutdown(Duration::from_secs(2)).await;
 }
 
-async fn deliver_bytes(d: &Delivery, gen: u64, job_id: &str, prompt: &str, ext: &str, data: Vec<u8>) -> Outcome {
+async fn deliver_bytes(
+    d: &Delivery,
+    gen: u64,
+    job_id: &str,
+    prompt: &str,
+    ext: &str,
+    data: Vec<u8>,
+) -> Outcome {
     let live = d.live_gen.clone();
-    let item = ResultUpload { job_id, prompt, ext, data: &data };
-    match upload(&d.http, &d.target, &item, d.attempts, move || *live.borrow() == gen).await {
+    let item = ResultUpload {
+        job_id,
+        prompt,
+        ext,
+        data: &data,
+    };
+    match upload(&d.http, &d.target, &item, d.attempts, move || {
+        *live.borrow() == gen
+    })
+    .await
+    {
         Ok(()) => {
             tracing::info!(target: "upload", job_id = %job_id, "uploaded {} bytes of {ext}", data.len());
-            Outcome::Uploaded { ext: ext.to_string(), bytes: data.len() }
+            Outcome::Uploaded {
+                ext: ext.to_string(),
+                bytes: data.len(),
+            }
         }
         Err(e) => {
             let kept = match keep_result(&d.results_dir, job_id, ext, &data, d.results_max_bytes) {
@@ -101,7 +137,10 @@ async fn deliver_bytes(d: &Delivery, gen: u64, job_id: &str, prompt: &str, ext: 
             };
             tracing::error!(target: "upload", job_id = %job_id, "{e}{kept}");
             let retryable = !matches!(e, UploadError::Refused { status: 400, .. });
-            Outcome::Failed { error: format!("{e}{kept}"), retryable }
+            Outcome::Failed {
+                error: format!("{e}{kept}"),
+                retryable,
+            }
         }
     }
 }

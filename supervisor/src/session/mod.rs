@@ -122,7 +122,10 @@ fn spawn_signal_watch(tx: watch::Sender<u32>) -> anyhow::Result<()> {
 }
 
 /// Waits for credentials, polling the config every second.
-async fn wait_for_credentials(config_path: &Path, shutdown: &mut watch::Receiver<u32>) -> anyhow::Result<Config> {
+async fn wait_for_credentials(
+    config_path: &Path,
+    shutdown: &mut watch::Receiver<u32>,
+) -> anyhow::Result<Config> {
     let mut told = false;
     loop {
         let cfg = Config::load(config_path)?;
@@ -137,7 +140,9 @@ async fn wait_for_credentials(config_path: &Path, shutdown: &mut watch::Receiver
                     tracing::info!(target: "worker", "registered as {id}");
                     continue;
                 }
-                Err(e) => tracing::warn!(target: "worker", "registration with the stored bootstrap token failed: {e:#}"),
+                Err(e) => {
+                    tracing::warn!(target: "worker", "registration with the stored bootstrap token failed: {e:#}")
+                }
             }
         } else if !told {
             tracing::warn!(target: "worker", "not registered yet: waiting for `studio-worker register --bootstrap-token T --api-base-url URL` (config {})", config_path.display());
@@ -157,7 +162,9 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let cfg = wait_for_credentials(&config_path, &mut shutdown).await?;
     let host = HostFacts::probe();
     let catalog = EngineCatalog::discover(runner_path(&cfg));
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
     let (exec_tx, exec_rx) = mpsc::channel(4);
     let (report_tx, reports) = mpsc::channel(16);
     let (live_gen, live_rx) = watch::channel(0u64);
@@ -166,7 +173,11 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         worker_id: cfg.worker_id.clone().unwrap_or_default(),
         auth_token: cfg.auth_token.clone().unwrap_or_default(),
     };
-    let executor = Executor::new(RunnerPool::new(catalog.clone(), cfg.max_frame_bytes), http.clone(), false);
+    let executor = Executor::new(
+        RunnerPool::new(catalog.clone(), cfg.max_frame_bytes),
+        http.clone(),
+        false,
+    );
     let exec_task = tokio::spawn(executor::run(
         executor,
         exec_rx,
@@ -195,7 +206,11 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         shutdown,
     };
     let outcome = reconnect_loop(&mut worker).await;
-    crate::state::record(&config_path, if outcome.is_ok() { "stopped" } else { "ended" }, outcome.as_ref().err().map(|e| format!("{e:#}")));
+    crate::state::record(
+        &config_path,
+        if outcome.is_ok() { "stopped" } else { "ended" },
+        outcome.as_ref().err().map(|e| format!("{e:#}")),
+    );
     // Closing the request channel stops the executor, which stops runners.
     drop(worker);
     let _ = tokio::time::timeout(Duration::from_secs(10), exec_task).await;
@@ -213,7 +228,9 @@ async fn reconnect_loop(w: &mut Worker) -> anyhow::Result<()> {
             }
             SessionEnd::AuthFailed(reason) => {
                 crate::state::record(&w.config_path, "auth_failed", Some(reason.clone()));
-                return Err(anyhow!("ws auth failed: {reason}; re-register with `studio-worker register`"));
+                return Err(anyhow!(
+                    "ws auth failed: {reason}; re-register with `studio-worker register`"
+                ));
             }
             SessionEnd::Fatal(reason) => {
                 crate::state::record(&w.config_path, "ended", Some(reason.clone()));
@@ -227,9 +244,13 @@ async fn reconnect_loop(w: &mut Worker) -> anyhow::Result<()> {
                 attempt += 1;
                 let cap = w.cfg.ws_reconnect_attempts;
                 if cap > 0 && attempt > cap {
-                    return Err(anyhow!("ws reconnect cap reached ({cap} attempts): {reason}"));
+                    return Err(anyhow!(
+                        "ws reconnect cap reached ({cap} attempts): {reason}"
+                    ));
                 }
-                let delay = BACKOFF_BASE.saturating_mul(1 << (attempt - 1).min(5)).min(BACKOFF_MAX);
+                let delay = BACKOFF_BASE
+                    .saturating_mul(1 << (attempt - 1).min(5))
+                    .min(BACKOFF_MAX);
                 tracing::warn!(target: "ws", "disconnected: {reason}; reconnecting in {} ms (attempt {attempt})", delay.as_millis());
                 if w.draining() && w.current_job.is_none() {
                     return Ok(());

@@ -14,7 +14,11 @@ use crate::engine::{EngineError, Reporter};
 /// Sample rate of synthetic speech.
 pub const TTS_RATE: u32 = 22_050;
 
-pub(super) fn speak(t: &AudioTtsTask, key: &[u8; 32], report: &mut dyn Reporter) -> Result<JobOutput, EngineError> {
+pub(super) fn speak(
+    t: &AudioTtsTask,
+    key: &[u8; 32],
+    report: &mut dyn Reporter,
+) -> Result<JobOutput, EngineError> {
     let ext = t.effective_ext().to_ascii_lowercase();
     if ext != "wav" {
         return Err(EngineError::bad_input(format!(
@@ -29,10 +33,16 @@ pub(super) fn speak(t: &AudioTtsTask, key: &[u8; 32], report: &mut dyn Reporter)
     let seconds = (t.text.chars().count() as f64 * 0.065 / speed).max(0.5);
     let samples = (seconds * TTS_RATE as f64) as usize;
     let freq = 180.0 + (key[0] as f64) * 1.5;
-    let spec = hound::WavSpec { channels: 1, sample_rate: TTS_RATE, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: TTS_RATE,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut buf = Cursor::new(Vec::with_capacity(samples * 2 + 44));
     {
-        let mut w = hound::WavWriter::new(&mut buf, spec).map_err(|e| EngineError::engine(format!("wav: {e}")))?;
+        let mut w = hound::WavWriter::new(&mut buf, spec)
+            .map_err(|e| EngineError::engine(format!("wav: {e}")))?;
         for i in 0..samples {
             let ts = i as f64 / TTS_RATE as f64;
             // A syllable-like envelope, 5 per second.
@@ -41,13 +51,21 @@ pub(super) fn speak(t: &AudioTtsTask, key: &[u8; 32], report: &mut dyn Reporter)
             w.write_sample((v * i16::MAX as f64) as i16)
                 .map_err(|e| EngineError::engine(format!("wav: {e}")))?;
         }
-        w.finalize().map_err(|e| EngineError::engine(format!("wav: {e}")))?;
+        w.finalize()
+            .map_err(|e| EngineError::engine(format!("wav: {e}")))?;
     }
     report.progress(Phase::Running, 1, 1);
-    Ok(JobOutput::Bytes { data: buf.into_inner(), ext })
+    Ok(JobOutput::Bytes {
+        data: buf.into_inner(),
+        ext,
+    })
 }
 
-pub(super) fn transcribe(t: &AudioSttTask, job: &JobRequest, report: &mut dyn Reporter) -> Result<JobOutput, EngineError> {
+pub(super) fn transcribe(
+    t: &AudioSttTask,
+    job: &JobRequest,
+    report: &mut dyn Reporter,
+) -> Result<JobOutput, EngineError> {
     // The supervisor fetches the input; a person driving the runner by hand
     // may name a local file directly.
     let path = job
@@ -58,14 +76,30 @@ pub(super) fn transcribe(t: &AudioSttTask, job: &JobRequest, report: &mut dyn Re
             let p = PathBuf::from(t.input_url.strip_prefix("file://").unwrap_or(&t.input_url));
             p.exists().then_some(p)
         })
-        .ok_or_else(|| EngineError::bad_input(format!("task.inputUrl: `{}` was not fetched and is not a local file", t.input_url)))?;
-    let bytes = std::fs::read(&path).map_err(|e| EngineError::bad_input(format!("task.inputUrl: cannot read {}: {e}", path.display())))?;
+        .ok_or_else(|| {
+            EngineError::bad_input(format!(
+                "task.inputUrl: `{}` was not fetched and is not a local file",
+                t.input_url
+            ))
+        })?;
+    let bytes = std::fs::read(&path).map_err(|e| {
+        EngineError::bad_input(format!(
+            "task.inputUrl: cannot read {}: {e}",
+            path.display()
+        ))
+    })?;
     let reader = hound::WavReader::new(Cursor::new(&bytes)).map_err(|e| {
-        EngineError::bad_input(format!("task.inputUrl: the synthetic engine reads WAV only ({e})"))
+        EngineError::bad_input(format!(
+            "task.inputUrl: the synthetic engine reads WAV only ({e})"
+        ))
     })?;
     let spec = reader.spec();
     let frames = reader.duration() as f64;
-    let duration = if spec.sample_rate > 0 { frames / spec.sample_rate as f64 } else { 0.0 };
+    let duration = if spec.sample_rate > 0 {
+        frames / spec.sample_rate as f64
+    } else {
+        0.0
+    };
     let key: [u8; 32] = Sha256::digest(&bytes).into();
     report.progress(Phase::Running, 1, 1);
     Ok(JobOutput::Json {

@@ -7,7 +7,11 @@ use studio_protocol::studio::ImageTask;
 use crate::encode::image::{check_size, encode_rgb, image_ext};
 use crate::engine::{EngineError, Reporter};
 
-pub(super) fn run(t: &ImageTask, key: &[u8; 32], report: &mut dyn Reporter) -> Result<JobOutput, EngineError> {
+pub(super) fn run(
+    t: &ImageTask,
+    key: &[u8; 32],
+    report: &mut dyn Reporter,
+) -> Result<JobOutput, EngineError> {
     let (w, h) = (t.effective_width(), t.effective_height());
     check_size(w, h)?;
     let ext = image_ext(t.effective_ext())?;
@@ -16,7 +20,10 @@ pub(super) fn run(t: &ImageTask, key: &[u8; 32], report: &mut dyn Reporter) -> R
     report.progress(Phase::Running, 1, 2);
     let data = encode_rgb(&img, ext)?;
     report.progress(Phase::Running, 2, 2);
-    Ok(JobOutput::Bytes { data, ext: t.effective_ext().to_ascii_lowercase() })
+    Ok(JobOutput::Bytes {
+        data,
+        ext: t.effective_ext().to_ascii_lowercase(),
+    })
 }
 
 /// A smooth two-colour field with bands, coloured by `key`, shifted by
@@ -29,10 +36,14 @@ pub(crate) fn pattern(w: u32, h: u32, key: &[u8; 32], phase: u32) -> RgbImage {
     for (y, row) in img.enumerate_rows_mut() {
         for (x, _, px) in row {
             let t = ((x as u64 * 255 / wd + y as u64 * 255 / hd) / 2) as u32;
-            let stripe = ((x + y + phase * 4) / band) % 2 == 0;
+            let stripe = ((x + y + phase * 4) / band).is_multiple_of(2);
             for c in 0..3 {
                 let v = (a[c] as u32 * (255 - t) + b[c] as u32 * t) / 255;
-                px.0[c] = if stripe { v as u8 } else { (v as u8).wrapping_add(48) };
+                px.0[c] = if stripe {
+                    v as u8
+                } else {
+                    (v as u8).wrapping_add(48)
+                };
             }
         }
     }

@@ -29,9 +29,15 @@ pub(crate) fn tokens(text: &str) -> Vec<&str> {
     out
 }
 
-pub(super) fn run(t: &LlmTask, key: &[u8; 32], report: &mut dyn Reporter) -> Result<JobOutput, EngineError> {
+pub(super) fn run(
+    t: &LlmTask,
+    key: &[u8; 32],
+    report: &mut dyn Reporter,
+) -> Result<JobOutput, EngineError> {
     if t.messages.is_empty() {
-        return Err(EngineError::bad_input("task.messages: must hold at least one message"));
+        return Err(EngineError::bad_input(
+            "task.messages: must hold at least one message",
+        ));
     }
     let mut prompt = String::new();
     if let Some(s) = &t.system {
@@ -101,7 +107,10 @@ mod tests {
 
     #[test]
     fn tokenizer_splits_words_and_punctuation() {
-        assert_eq!(tokens("Hi, there! #ab12"), vec!["Hi", ",", "there", "!", "#", "ab12"]);
+        assert_eq!(
+            tokens("Hi, there! #ab12"),
+            vec!["Hi", ",", "there", "!", "#", "ab12"]
+        );
         assert!(tokens("   ").is_empty());
     }
 }

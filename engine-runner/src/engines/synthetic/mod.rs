@@ -22,7 +22,11 @@ impl Engine for Synthetic {
         "synthetic"
     }
 
-    fn run(&mut self, job: &JobRequest, report: &mut dyn Reporter) -> Result<JobOutput, EngineError> {
+    fn run(
+        &mut self,
+        job: &JobRequest,
+        report: &mut dyn Reporter,
+    ) -> Result<JobOutput, EngineError> {
         let key = task_key(&job.task);
         match &job.task {
             Task::Image(t) => image::run(t, &key, report),

@@ -15,7 +15,12 @@ pub const DEFAULT_FPS: u32 = 8;
 /// Most frames one job may ask for.
 pub const MAX_FRAMES: u64 = 3600;
 
-pub(super) fn run(t: &VideoTask, key: &[u8; 32], job: &JobRequest, report: &mut dyn Reporter) -> Result<JobOutput, EngineError> {
+pub(super) fn run(
+    t: &VideoTask,
+    key: &[u8; 32],
+    job: &JobRequest,
+    report: &mut dyn Reporter,
+) -> Result<JobOutput, EngineError> {
     let (w, h) = (t.effective_width(), t.effective_height());
     check_size(w, h)?;
     let fps = t.fps.unwrap_or(DEFAULT_FPS);
@@ -27,8 +32,18 @@ pub(super) fn run(t: &VideoTask, key: &[u8; 32], job: &JobRequest, report: &mut 
     }
     let count = (wanted as u64).max(2);
     let ext = t.effective_ext().to_ascii_lowercase();
-    let scratch = job.scratch_dir.as_ref().map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    let spec = VideoSpec { width: w, height: h, fps, ext: &ext, scratch: &scratch };
+    let scratch = job
+        .scratch_dir
+        .as_ref()
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let spec = VideoSpec {
+        width: w,
+        height: h,
+        fps,
+        ext: &ext,
+        scratch: &scratch,
+    };
     video::check(&spec)?;
     let frames = (0..count).map(|i| {
         report.progress(Phase::Running, i + 1, count);
