@@ -156,6 +156,10 @@ impl FakeStudio {
             .with_state(shared.clone());
         let listener = bind_retry(addr).await;
         let addr = listener.local_addr().expect("local addr");
+        // No Nagle: small frames must not wait for delayed ACKs.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

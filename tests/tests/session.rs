@@ -422,3 +422,43 @@ async fn sigterm_closes_the_session_and_exits_zero() {
     let left = studio_worker_tests::proc::wait_gone(&runners, Duration::from_secs(3)).await;
     assert!(left.is_empty(), "runner outlived the supervisor: {left:?}");
 }
+
+/// Regression: the studio offers the next job the moment it has a result,
+/// which can overtake the worker's own report of that result. Such offers
+/// must be taken, never rejected `busy`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_offers_after_results_are_never_rejected_busy() {
+    let studio = FakeStudio::start().await;
+    let (_home, _worker) = start_worker(&studio, "", &[]).await;
+    let n = 2000;
+    let claims = (0..n)
+        .map(|i| {
+            if i % 2 == 0 {
+                claim(&format!("bb-{i}"), image(16, 16, "png"))
+            } else {
+                claim(&format!("bb-{i}"), llm("hi"))
+            }
+        })
+        .collect();
+    studio.feed(claims);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (done, _) = studio.feed_stats();
+        if done.len() == n {
+            break;
+        }
+        assert!(
+            studio.frames("reject").is_empty(),
+            "rejected: {:?}",
+            studio.frames("reject")
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stalled after {} of {n} jobs",
+            done.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(studio.frames("reject").is_empty());
+    assert_eq!(studio.uploads().len(), n / 2);
+}

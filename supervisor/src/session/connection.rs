@@ -99,8 +99,11 @@ pub async fn run(w: &mut Worker) -> SessionEnd {
         .headers_mut()
         .insert("Sec-WebSocket-Protocol", proto);
 
-    let ws = match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request))
-        .await
+    let ws = match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_tungstenite::connect_async_with_config(request, None, true),
+    )
+    .await
     {
         Err(_) => return disconnected(false, format!("connect to {url} timed out after 15 s")),
         Ok(Err(WsError::Http(resp))) if resp.status().as_u16() == 401 => {
@@ -255,12 +258,8 @@ async fn event_loop(
                 if let Err(e) = on_report(w, sink, report).await {
                     return disconnected(true, e);
                 }
-                if w.current_job.is_none() {
-                    if let Some(raw) = w.deferred_offer.take() {
-                        if let Err(e) = on_offer(w, sink, &raw).await {
-                            return disconnected(true, e);
-                        }
-                    }
+                if let Err(e) = take_deferred(w, sink).await {
+                    return disconnected(true, e);
                 }
             }
             _ = shutdown.changed() => {}
@@ -379,7 +378,32 @@ async fn on_text(w: &mut Worker, sink: &mut Sink, text: &str) -> Step {
     }
 }
 
+/// An offer: first take in every job report already queued (the studio
+/// offers the next job as soon as it has our result, which can overtake
+/// our own report of it), then decide.
 async fn on_offer(w: &mut Worker, sink: &mut Sink, raw: &serde_json::Value) -> Result<(), String> {
+    while let Ok(report) = w.reports.try_recv() {
+        on_report(w, sink, report).await?;
+        take_deferred(w, sink).await?;
+    }
+    handle_offer(w, sink, raw).await
+}
+
+/// Answers an offer held back during an upload, once the gate is free.
+async fn take_deferred(w: &mut Worker, sink: &mut Sink) -> Result<(), String> {
+    if w.current_job.is_none() {
+        if let Some(raw) = w.deferred_offer.take() {
+            handle_offer(w, sink, &raw).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn handle_offer(
+    w: &mut Worker,
+    sink: &mut Sink,
+    raw: &serde_json::Value,
+) -> Result<(), String> {
     let parsed = JobOfferClaim::from_value(raw);
     let job_id = match &parsed {
         Ok(c) => c.job_id.clone(),

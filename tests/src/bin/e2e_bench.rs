@@ -101,6 +101,23 @@ fn channel_round_trip(size: u32, iterations: usize) -> (Vec<Duration>, usize) {
     (times, bytes)
 }
 
+/// Waits until `n` fed jobs have finished; their latencies.
+async fn wait_fed(studio: &FakeStudio, n: usize) -> Vec<Duration> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (lat, _) = studio.feed_stats();
+        if lat.len() >= n {
+            return lat;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} jobs finished",
+            lat.len()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let n: usize = std::env::args()
@@ -127,13 +144,12 @@ async fn main() {
     let studio = FakeStudio::start().await;
     studio.record_frames(false);
     let (_home, worker) = start_worker(&studio, "", &[("STUDIO_WORKER_LOG", "warn")]).await;
-    // Warm-up: spawn the runner.
-    studio.offer(claim("warm", llm("warm up")));
-    studio
-        .wait_for(Duration::from_secs(10), "warm-up", |e| {
-            matches!(e, studio_worker_tests::studio::Event::Frame(_)).then_some(())
-        })
-        .await;
+    // Warm-up: spawn the runner and touch both paths.
+    studio.feed(vec![
+        claim("warm-1", llm("warm up")),
+        claim("warm-2", image(64, 64, "png")),
+    ]);
+    wait_fed(&studio, 2).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (rss_before, _) = rss_kib(worker.pid());
     let claims = (0..n)
@@ -147,19 +163,7 @@ async fn main() {
         .collect();
     let t0 = Instant::now();
     studio.feed(claims);
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let lat = loop {
-        let (lat, _) = studio.feed_stats();
-        if lat.len() >= n {
-            break lat;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {n} jobs finished",
-            lat.len()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let lat = wait_fed(&studio, n).await;
     let elapsed = t0.elapsed();
     let mut sorted = lat.clone();
     sorted.sort();
