@@ -60,6 +60,17 @@ pub struct Config {
     /// Set by registration.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_token: Option<Secret>,
+    /// Per-install id for the approval flow (generated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub install_id: Option<String>,
+    /// Pending approval request (cleared on decision).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registration_request_id: Option<String>,
+    /// Bearer for polling the approval request (cleared on decision).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registration_secret: Option<Secret>,
+    /// Seconds between approval polls.
+    pub registration_poll_secs: u64,
     /// Largest `vramGbEstimate` to take.
     pub vram_threshold_gb: f64,
     /// Start with the machine.
@@ -110,6 +121,10 @@ impl Default for Config {
             bootstrap_token: None,
             worker_id: None,
             auth_token: None,
+            install_id: None,
+            registration_request_id: None,
+            registration_secret: None,
+            registration_poll_secs: 30,
             vram_threshold_gb: 12.0,
             auto_start: true,
             auto_enabled: true,
@@ -199,7 +214,11 @@ impl Config {
     /// The config as TOML with every secret replaced by `"***"`.
     pub fn redacted_toml(&self) -> String {
         let mut c = self.clone();
-        for s in [&mut c.auth_token, &mut c.bootstrap_token] {
+        for s in [
+            &mut c.auth_token,
+            &mut c.bootstrap_token,
+            &mut c.registration_secret,
+        ] {
             if s.is_some() {
                 *s = Some(Secret::new("***"));
             }

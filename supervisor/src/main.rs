@@ -98,10 +98,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Status => {
             let cfg = Config::load(&path)?;
             println!("config:        {}", path.display());
+            let registration = match (&cfg.worker_id, &cfg.registration_request_id) {
+                (Some(id), _) if cfg.has_credentials() => format!("approved as {id}"),
+                (_, Some(rr)) => format!("pending operator approval (request {rr})"),
+                _ => "not registered".to_string(),
+            };
             println!(
                 "worker id:     {}",
-                cfg.worker_id.as_deref().unwrap_or("(not registered)")
+                cfg.worker_id.as_deref().unwrap_or("(none)")
             );
+            println!("registration:  {registration}");
             println!("api base url:  {}", cfg.api_base_url);
             println!("threshold:     {} GB", cfg.vram_threshold_gb);
             println!("enabled:       {}", cfg.auto_enabled);

@@ -71,3 +71,133 @@ pub async fn register(
     cfg.save(config_path)?;
     Ok(answer.worker_id)
 }
+
+/// One step of the approval flow (studio-protocol.md §4.1).
+#[derive(Debug)]
+pub enum Approval {
+    /// Credentials were stored.
+    Approved(String),
+    /// Still waiting for the operator (or the studio was unreachable).
+    Pending,
+    /// The operator refused.
+    Rejected(String),
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut buf);
+    hex::encode(buf)
+}
+
+fn new_install_id() -> String {
+    let h = random_hex(16);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Creates the approval request if there is none, else polls it once.
+/// Transient trouble is logged and reported as `Pending`.
+pub async fn approval_step(
+    config_path: &Path,
+    mut cfg: Config,
+    catalog: &EngineCatalog,
+) -> anyhow::Result<Approval> {
+    use sha2::Digest;
+    use studio_protocol::studio::http::{
+        RegisterPollResponse, RegisterRequestBody, RegisterRequestResponse,
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let (Some(request_id), Some(secret)) = (
+        cfg.registration_request_id.clone(),
+        cfg.registration_secret.clone(),
+    ) else {
+        let install_id = cfg.install_id.clone().unwrap_or_else(new_install_id);
+        let secret = random_hex(32);
+        let body = RegisterRequestBody {
+            install_id: install_id.clone(),
+            registration_secret_hash: hex::encode(sha2::Sha256::digest(secret.as_bytes())),
+            capabilities: snapshot(&cfg, &HostFacts::probe(), catalog, false),
+            user_agent: format!("studio-worker/{}", env!("CARGO_PKG_VERSION")),
+            label: None,
+        };
+        let url = http_url(&cfg.api_base_url, "/workers/register-request");
+        let answer = async {
+            let resp = client
+                .post(&url)
+                .json(&body)
+                .send()
+                .await?
+                .error_for_status()?;
+            resp.json::<RegisterRequestResponse>().await
+        }
+        .await;
+        match answer {
+            Ok(r) => {
+                tracing::info!(target: "worker", "waiting for operator approval (request {})", r.request_id);
+                cfg.install_id = Some(install_id);
+                cfg.registration_request_id = Some(r.request_id);
+                cfg.registration_secret = Some(Secret::new(secret));
+                cfg.save(config_path)?;
+            }
+            Err(e) => tracing::warn!(target: "worker", "approval request failed, retrying: {e}"),
+        }
+        return Ok(Approval::Pending);
+    };
+    let url = http_url(
+        &cfg.api_base_url,
+        &format!("/workers/register-requests/{request_id}"),
+    );
+    let resp = match client.get(&url).bearer_auth(secret.expose()).send().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(target: "worker", "approval poll failed, retrying: {e}");
+            return Ok(Approval::Pending);
+        }
+    };
+    if resp.status().as_u16() == 404 {
+        tracing::warn!(target: "worker", "approval request {request_id} is unknown to the studio; making a new one");
+        cfg.registration_request_id = None;
+        cfg.registration_secret = None;
+        cfg.save(config_path)?;
+        return Ok(Approval::Pending);
+    }
+    if !resp.status().is_success() {
+        tracing::warn!(target: "worker", "approval poll answered HTTP {}; retrying", resp.status());
+        return Ok(Approval::Pending);
+    }
+    let decision: RegisterPollResponse = match resp.json().await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(target: "worker", "approval poll answer is not the expected JSON: {e}");
+            return Ok(Approval::Pending);
+        }
+    };
+    Ok(match decision {
+        RegisterPollResponse::Pending => Approval::Pending,
+        RegisterPollResponse::Approved {
+            worker_id,
+            auth_token,
+        } => {
+            cfg.worker_id = Some(worker_id.clone());
+            cfg.auth_token = Some(auth_token);
+            cfg.registration_request_id = None;
+            cfg.registration_secret = None;
+            cfg.save(config_path)?;
+            Approval::Approved(worker_id)
+        }
+        RegisterPollResponse::Rejected { reason } => {
+            cfg.registration_request_id = None;
+            cfg.registration_secret = None;
+            cfg.save(config_path)?;
+            Approval::Rejected(reason)
+        }
+    })
+}

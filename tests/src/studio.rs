@@ -33,6 +33,21 @@ pub enum Event {
     Upload(Upload),
     /// A bootstrap registration body.
     Register(Value),
+    /// An approval request body.
+    RegisterRequest(Value),
+    /// An approval poll: the request id and the answer's status code.
+    RegisterPoll(String, u16),
+}
+
+/// The operator's decision on an approval request.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// Not decided.
+    Pending,
+    /// Approved: the worker gets the fake studio's identity.
+    Approved,
+    /// Rejected with a reason.
+    Rejected(String),
 }
 
 /// One multipart `complete` upload.
@@ -85,6 +100,9 @@ struct Inner {
     feed: Option<Feed>,
     ack_heartbeats: bool,
     record_frames: bool,
+    /// requestId → (sha256 of the secret, decision).
+    requests: HashMap<String, (String, Decision)>,
+    requests_made: usize,
 }
 
 struct Shared {
@@ -152,6 +170,14 @@ impl FakeStudio {
                 post(complete),
             )
             .route("/graphics/api/workers/register", post(register))
+            .route(
+                "/graphics/api/workers/register-request",
+                post(register_request),
+            )
+            .route(
+                "/graphics/api/workers/register-requests/{id}",
+                get(register_poll),
+            )
             .route("/files/{name}", get(file))
             .with_state(shared.clone());
         let listener = bind_retry(addr).await;
@@ -188,6 +214,18 @@ impl FakeStudio {
     /// The next uploads answer these statuses (then 200).
     pub fn fail_uploads_with(&self, statuses: &[u16]) {
         self.shared.lock().upload_statuses.extend(statuses);
+    }
+
+    /// Decides an approval request.
+    pub fn decide(&self, request_id: &str, decision: Decision) {
+        if let Some(r) = self.shared.lock().requests.get_mut(request_id) {
+            r.1 = decision;
+        }
+    }
+
+    /// Forgets every approval request (the next poll gets 404).
+    pub fn forget_requests(&self) {
+        self.shared.lock().requests.clear();
     }
 
     /// Stop or resume acking heartbeats.
@@ -670,4 +708,56 @@ async fn file(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Re
         Some(b) => b.clone().into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+async fn register_request(State(shared): State<Arc<Shared>>, Json(body): Json<Value>) -> Response {
+    shared.push(Event::RegisterRequest(body.clone()));
+    let (Some(hash), Some(_install)) = (
+        body["registrationSecretHash"].as_str(),
+        body["installId"].as_str(),
+    ) else {
+        return (StatusCode::BAD_REQUEST, "missing fields").into_response();
+    };
+    let id = {
+        let mut i = shared.lock();
+        i.requests_made += 1;
+        let id = format!("rr-{}", i.requests_made);
+        i.requests
+            .insert(id.clone(), (hash.to_string(), Decision::Pending));
+        id
+    };
+    shared.notify.notify_waiters();
+    Json(json!({"requestId": id, "status": "pending"})).into_response()
+}
+
+async fn register_poll(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    use sha2::Digest;
+    let secret = bearer(&headers)
+        .strip_prefix("Bearer ")
+        .unwrap_or_default()
+        .to_string();
+    let hash = hex::encode(sha2::Sha256::digest(secret.as_bytes()));
+    let (status, body) = {
+        let i = shared.lock();
+        match i.requests.get(&id) {
+            None => (StatusCode::NOT_FOUND, json!({"error": "unknown request"})),
+            Some((h, _)) if *h != hash => {
+                (StatusCode::UNAUTHORIZED, json!({"error": "bad secret"}))
+            }
+            Some((_, Decision::Pending)) => (StatusCode::OK, json!({"status": "pending"})),
+            Some((_, Decision::Approved)) => (
+                StatusCode::OK,
+                json!({"status": "approved", "workerId": i.worker_id, "authToken": i.token}),
+            ),
+            Some((_, Decision::Rejected(r))) => {
+                (StatusCode::OK, json!({"status": "rejected", "reason": r}))
+            }
+        }
+    };
+    shared.push(Event::RegisterPoll(id, status.as_u16()));
+    (status, Json(body)).into_response()
 }

@@ -462,3 +462,110 @@ async fn back_to_back_offers_after_results_are_never_rejected_busy() {
     assert!(studio.frames("reject").is_empty());
     assert_eq!(studio.uploads().len(), n / 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_credentials_run_asks_for_approval_and_then_connects() {
+    use studio_worker_tests::studio::Decision;
+    let studio = FakeStudio::start().await;
+    let home = WorkerHome::new(&studio.url(), None, "registration_poll_secs = 1\n");
+    let mut worker = home.spawn_run(&[]);
+    let body = studio
+        .wait_for(Duration::from_secs(10), "register-request", |e| match e {
+            Event::RegisterRequest(b) => Some(b.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(body["capabilities"]["autoEnabled"], true);
+    assert!(body["userAgent"]
+        .as_str()
+        .unwrap()
+        .starts_with("studio-worker/"));
+    let install = body["installId"].as_str().unwrap();
+    assert_eq!(install.len(), 36);
+    assert_eq!(body["registrationSecretHash"].as_str().unwrap().len(), 64);
+    studio
+        .wait_for(Duration::from_secs(10), "a poll", |e| {
+            matches!(e, Event::RegisterPoll(_, 200)).then_some(())
+        })
+        .await;
+    let status = home.cli(&["status"]);
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        shown.contains("pending operator approval (request rr-1)"),
+        "{shown}"
+    );
+    // The studio forgets the request: a 404 makes the worker ask anew with
+    // the same install id.
+    studio.forget_requests();
+    let mut again = Value::Null;
+    for _ in 0..200 {
+        let reqs: Vec<Value> = studio
+            .events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::RegisterRequest(b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        if reqs.len() >= 2 {
+            again = reqs[1].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(again["installId"], install);
+    assert_ne!(
+        again["registrationSecretHash"],
+        body["registrationSecretHash"]
+    );
+    studio
+        .wait_for(Duration::from_secs(10), "a poll of the new request", |e| {
+            matches!(e, Event::RegisterPoll(id, 200) if id == "rr-2").then_some(())
+        })
+        .await;
+    studio.decide("rr-2", Decision::Approved);
+    studio.wait_session(1).await;
+    let cfg = std::fs::read_to_string(home.config()).unwrap();
+    assert!(
+        cfg.contains(WORKER_ID) && !cfg.contains("registration_request_id"),
+        "{cfg}"
+    );
+    assert_eq!(
+        std::fs::metadata(home.config())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    studio.offer(claim("approved-job", llm("hi")));
+    studio.wait_frame("completeJson", "approved-job").await;
+    worker.signal(libc::SIGTERM);
+    assert!(worker.wait_exit(Duration::from_secs(10)).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_approval_ends_run_with_the_reason() {
+    use studio_worker_tests::studio::Decision;
+    let studio = FakeStudio::start().await;
+    let home = WorkerHome::new(&studio.url(), None, "registration_poll_secs = 1\n");
+    let mut worker = home.spawn_run(&[]);
+    studio
+        .wait_for(Duration::from_secs(10), "register-request", |e| {
+            matches!(e, Event::RegisterRequest(_)).then_some(())
+        })
+        .await;
+    studio.decide("rr-1", Decision::Rejected("unknown contributor".into()));
+    let status = worker.wait_exit(Duration::from_secs(10)).await;
+    assert!(!status.success());
+    assert!(
+        worker.log().contains("unknown contributor"),
+        "{}",
+        worker.log()
+    );
+    let cfg = std::fs::read_to_string(home.config()).unwrap();
+    assert!(
+        !cfg.contains("registration_secret"),
+        "secret cleared: {cfg}"
+    );
+}

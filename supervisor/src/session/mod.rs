@@ -121,32 +121,43 @@ fn spawn_signal_watch(tx: watch::Sender<u32>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits for credentials, polling the config every second.
+/// Waits for credentials: registers with a stored bootstrap token, or runs
+/// the approval flow (request, then poll every `registration_poll_secs`),
+/// while re-reading the config every second (`register` may run beside us).
 async fn wait_for_credentials(
     config_path: &Path,
     shutdown: &mut watch::Receiver<u32>,
 ) -> anyhow::Result<Config> {
-    let mut told = false;
+    let mut next_step = tokio::time::Instant::now();
     loop {
         let cfg = Config::load(config_path)?;
         if cfg.has_credentials() {
             return Ok(cfg);
         }
-        if let Some(token) = cfg.bootstrap_token.clone() {
+        if tokio::time::Instant::now() >= next_step {
             let catalog = EngineCatalog::discover(runner_path(&cfg));
-            let base = cfg.api_base_url.clone();
-            match crate::register::register(config_path, cfg, token, base, &catalog).await {
-                Ok(id) => {
-                    tracing::info!(target: "worker", "registered as {id}");
-                    continue;
+            let poll = Duration::from_secs(cfg.registration_poll_secs.max(1));
+            if let Some(token) = cfg.bootstrap_token.clone() {
+                let base = cfg.api_base_url.clone();
+                match crate::register::register(config_path, cfg, token, base, &catalog).await {
+                    Ok(id) => tracing::info!(target: "worker", "registered as {id}"),
+                    Err(e) => {
+                        tracing::warn!(target: "worker", "registration with the stored bootstrap token failed: {e:#}")
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(target: "worker", "registration with the stored bootstrap token failed: {e:#}")
+            } else {
+                match crate::register::approval_step(config_path, cfg, &catalog).await? {
+                    crate::register::Approval::Approved(id) => {
+                        tracing::info!(target: "worker", "approved as {id}")
+                    }
+                    crate::register::Approval::Pending => {}
+                    crate::register::Approval::Rejected(reason) => {
+                        bail!("registration rejected by the operator: {reason}; run again to ask anew")
+                    }
                 }
             }
-        } else if !told {
-            tracing::warn!(target: "worker", "not registered yet: waiting for `studio-worker register --bootstrap-token T --api-base-url URL` (config {})", config_path.display());
-            told = true;
+            next_step = tokio::time::Instant::now() + poll;
+            continue;
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
