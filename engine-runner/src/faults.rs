@@ -61,6 +61,7 @@ pub(crate) fn before_job(job: &JobRequest, out: &SharedOutbox, report: &mut dyn 
                 libc::fflush(std::ptr::null_mut());
             }
         }
+        "oom" => oom(report),
         other => {
             if let Some(ms) = other
                 .strip_prefix("slow:")
@@ -73,5 +74,31 @@ pub(crate) fn before_job(job: &JobRequest, out: &SharedOutbox, report: &mut dyn 
                 }
             }
         }
+    }
+}
+
+/// Allocates and touches memory until the allocator fails (which aborts
+/// the process with "memory allocation of N bytes failed"). Refuses to run
+/// without a finite data limit, so a test can never eat the machine.
+fn oom(report: &mut dyn Reporter) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_DATA, &mut lim) } == 0;
+    if !ok || lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur > 8 << 30 {
+        report.log(
+            LogLevel::Error,
+            "fault:oom refused: no memory limit (set engine_memory_limit_mb)".into(),
+        );
+        return;
+    }
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk: Vec<u8> = Vec::with_capacity(16 << 20);
+        chunk.resize(16 << 20, 1);
+        hoard.push(std::hint::black_box(chunk));
+        report.progress(Phase::Running, hoard.len() as u64, 0);
     }
 }

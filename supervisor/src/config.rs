@@ -112,6 +112,23 @@ pub struct Config {
     pub upload_attempts: u32,
     /// Seconds to let an in-flight job finish on SIGTERM.
     pub drain_timeout_secs: u64,
+    /// A runner that reports no progress for this long is killed (stalled).
+    pub stall_timeout_secs: u64,
+    /// Hard cap on one job in seconds (timeout).
+    pub job_timeout_secs: u64,
+    /// A runner that answers no ping for this long is killed.
+    pub ping_timeout_secs: u64,
+    /// Host memory cap per runner in MB (none by default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_memory_limit_mb: Option<u64>,
+    /// Worker-caused failures in a row before claiming pauses; 0 = never.
+    pub max_consecutive_failures: u32,
+    /// How long claiming pauses after that, in seconds.
+    pub failure_cooldown_secs: u64,
+    /// First restart delay of a dead runner, in ms (doubles per death).
+    pub restart_backoff_initial_ms: u64,
+    /// Largest restart delay, in ms.
+    pub restart_backoff_max_ms: u64,
 }
 
 impl Default for Config {
@@ -143,6 +160,14 @@ impl Default for Config {
             max_frame_bytes: studio_protocol::runner::DEFAULT_MAX_FRAME_BYTES,
             upload_attempts: 3,
             drain_timeout_secs: 60,
+            stall_timeout_secs: 300,
+            job_timeout_secs: 1800,
+            ping_timeout_secs: 30,
+            engine_memory_limit_mb: None,
+            max_consecutive_failures: 5,
+            failure_cooldown_secs: 300,
+            restart_backoff_initial_ms: 100,
+            restart_backoff_max_ms: 30_000,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! is the caller's business (`session`), so `studio-worker job` shares
 //! this path exactly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 
 use studio_protocol::runner::{ErrorClass, JobOutput, JobRequest};
@@ -34,14 +34,41 @@ pub struct JobError {
     pub class: ErrorClass,
     /// What went wrong.
     pub message: String,
+    /// The job has killed a runner twice: never retry it.
+    pub poison: bool,
 }
 
 impl JobError {
+    fn new(class: ErrorClass, message: String) -> Self {
+        Self {
+            class,
+            message,
+            poison: false,
+        }
+    }
+
     /// Whether the studio may retry the job.
     pub fn retryable(&self) -> bool {
-        self.class.retryable()
+        !self.poison && self.class.retryable()
+    }
+
+    /// True when the worker, not the input, failed (a dead or stuck
+    /// runner): these count towards the failure breaker.
+    pub fn worker_caused(&self) -> bool {
+        kills_runner(self.class)
     }
 }
+
+/// Failure classes that mean the runner died or was killed.
+fn kills_runner(class: ErrorClass) -> bool {
+    matches!(
+        class,
+        ErrorClass::Crashed | ErrorClass::Oom | ErrorClass::Stalled | ErrorClass::Timeout
+    )
+}
+
+/// Jobs remembered for poison detection.
+const CRASH_MEMORY: usize = 256;
 
 /// Runs jobs on a pool; owned by exactly one task.
 pub struct Executor {
@@ -49,6 +76,8 @@ pub struct Executor {
     http: reqwest::Client,
     scratch_root: PathBuf,
     allow_local_inputs: bool,
+    /// Recent jobs that killed a runner, with how often.
+    crashes: VecDeque<(String, u32)>,
 }
 
 impl Executor {
@@ -62,6 +91,7 @@ impl Executor {
             http,
             scratch_root,
             allow_local_inputs,
+            crashes: VecDeque::new(),
         }
     }
 
@@ -73,9 +103,31 @@ impl Executor {
     /// Runs `claim` to an output.
     pub async fn execute(&mut self, claim: &JobOfferClaim) -> Result<JobData, JobError> {
         let scratch = self.scratch_root.join(sanitise(&claim.job_id));
-        let result = self.execute_in(claim, &scratch).await;
+        let mut result = self.execute_in(claim, &scratch).await;
         let _ = tokio::fs::remove_dir_all(&scratch).await;
+        if let Err(e) = &mut result {
+            if kills_runner(e.class) && self.count_crash(&claim.job_id) >= 2 {
+                e.poison = true;
+                e.message = format!(
+                    "poison job: it took down the runner twice; last time: {}",
+                    e.message
+                );
+            }
+        }
         result
+    }
+
+    /// Counts a runner death for `job_id`; returns the count so far.
+    fn count_crash(&mut self, job_id: &str) -> u32 {
+        if let Some(entry) = self.crashes.iter_mut().find(|(id, _)| id == job_id) {
+            entry.1 += 1;
+            return entry.1;
+        }
+        if self.crashes.len() == CRASH_MEMORY {
+            self.crashes.pop_front();
+        }
+        self.crashes.push_back((job_id.to_string(), 1));
+        1
     }
 
     async fn execute_in(
@@ -83,7 +135,7 @@ impl Executor {
         claim: &JobOfferClaim,
         scratch: &std::path::Path,
     ) -> Result<JobData, JobError> {
-        let err = |class, message| JobError { class, message };
+        let err = JobError::new;
         self.pool
             .catalog()
             .check(&claim.model_source.engine, claim.task.kind())
@@ -112,12 +164,25 @@ impl Executor {
             inputs,
             scratch_dir: Some(scratch.to_string_lossy().into_owned()),
         };
+        // Big models get more time before the load counts as a stall.
+        let mut model_bytes = 0u64;
+        for path in request.model_files.values() {
+            model_bytes += tokio::fs::metadata(path)
+                .await
+                .map(|m| m.len())
+                .unwrap_or(0);
+        }
         let job_id = claim.job_id.clone();
         let output = self
             .pool
-            .run(&claim.model_source.engine, request, |done, total| {
-                tracing::debug!(target: "job", job_id = %job_id, "progress {done}/{total}");
-            })
+            .run(
+                &claim.model_source.engine,
+                request,
+                crate::runner::load_allowance(model_bytes),
+                |done, total| {
+                    tracing::debug!(target: "job", job_id = %job_id, "progress {done}/{total}");
+                },
+            )
             .await
             .map_err(|f| err(f.class, f.message))?;
         let data = match output {

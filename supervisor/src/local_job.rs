@@ -13,7 +13,7 @@ use studio_protocol::studio::{
 use crate::cli::{JobArgs, KindArg};
 use crate::config::Config;
 use crate::jobs::{Executor, JobData};
-use crate::runner::{EngineCatalog, RunnerPool};
+use crate::runner::{Backoff, EngineCatalog, Limits, RunnerPool};
 
 fn need(v: &Option<String>, flag: &str, kind: &str) -> anyhow::Result<String> {
     v.clone()
@@ -93,7 +93,13 @@ pub async fn run(cfg: &Config, args: JobArgs) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;
-    let mut exec = Executor::new(RunnerPool::new(catalog, cfg.max_frame_bytes), http, true);
+    let pool = RunnerPool::new(
+        catalog,
+        cfg.max_frame_bytes,
+        Limits::from_config(cfg),
+        Backoff::from_config(cfg),
+    );
+    let mut exec = Executor::new(pool, http, true);
     let started = Instant::now();
     let result = exec.execute(&claim).await;
     exec.pool().shutdown(Duration::from_secs(2)).await;

@@ -1,12 +1,14 @@
 //! One engine-runner child process.
 //!
-//! The child runs in its own process group and dies with the supervisor
-//! (`PR_SET_PDEATHSIG` in the runner, channel EOF, and `kill_on_drop`).
-//! Its failure is data: EOF, exit status, signal and the runner's last
+//! The child runs in its own process group, dies with the supervisor
+//! (`PR_SET_PDEATHSIG` set between fork and exec, channel EOF, and
+//! `kill_on_drop`) and is stopped in stages: a shutdown request, SIGTERM to
+//! the group, SIGKILL to the group, reap. Its failure is data: EOF, exit
+//! status, signal, a broken frame, a missed deadline and the runner's last
 //! `fatal` message fold into one [`ChildFailure`] that carries the tail of
 //! its stderr.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -19,13 +21,35 @@ use studio_protocol::studio::LogLevel;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant};
 
 use super::channel::{read_msg, write_msg};
+use super::limits::Limits;
 
 /// Lines of stderr kept for failure reports.
 const TAIL_LINES: usize = 20;
 /// How long a fresh child has to answer the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Process groups of every live runner, so a last-resort exit can kill
+/// them all (see [`kill_all_groups`]).
+fn groups() -> &'static Mutex<BTreeSet<i32>> {
+    static G: std::sync::OnceLock<Mutex<BTreeSet<i32>>> = std::sync::OnceLock::new();
+    G.get_or_init(|| Mutex::new(BTreeSet::new()))
+}
+
+/// SIGKILLs every live runner's process group (used when the supervisor
+/// must exit at once, e.g. on a second SIGTERM).
+pub fn kill_all_groups() {
+    if let Ok(g) = groups().lock() {
+        for &pgid in g.iter() {
+            // SAFETY: signalling process groups we created.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
 
 /// Why a job did not produce a result.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -40,7 +64,7 @@ pub struct ChildFailure {
 }
 
 impl ChildFailure {
-    fn new(class: ErrorClass, message: impl Into<String>, child_dead: bool) -> Self {
+    pub(crate) fn new(class: ErrorClass, message: impl Into<String>, child_dead: bool) -> Self {
         Self {
             class,
             message: message.into(),
@@ -61,11 +85,27 @@ pub struct RunnerChild {
     epoch: u64,
     pid: u32,
     max_frame: usize,
+    memory_limit: Option<u64>,
     child: Child,
     stdin: ChildStdin,
     events: mpsc::Receiver<Event>,
     tail: Arc<Mutex<VecDeque<String>>>,
     fatal: Option<String>,
+    ping_seq: u64,
+}
+
+impl Drop for RunnerChild {
+    fn drop(&mut self) {
+        // kill_on_drop kills the runner itself; make sure anything it
+        // started goes too (only while the group leader is unreaped, so the
+        // id cannot have been reused).
+        if let Ok(None) = self.child.try_wait() {
+            self.signal_group(libc::SIGKILL);
+        }
+        if let Ok(mut g) = groups().lock() {
+            g.remove(&(self.pid as i32));
+        }
+    }
 }
 
 impl RunnerChild {
@@ -76,6 +116,7 @@ impl RunnerChild {
         engine: &str,
         epoch: u64,
         max_frame: usize,
+        memory_limit: Option<u64>,
     ) -> Result<Self, ChildFailure> {
         let mut cmd = Command::new(program);
         cmd.args(args)
@@ -84,9 +125,35 @@ impl RunnerChild {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        #[cfg(unix)]
-        cmd.process_group(0);
+            .kill_on_drop(true)
+            .process_group(0);
+        // SAFETY: between fork and exec only async-signal-safe calls
+        // (prctl, setrlimit) are made; no allocation, no locks.
+        unsafe {
+            cmd.pre_exec(move || {
+                #[cfg(target_os = "linux")]
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(bytes) = memory_limit {
+                    let lim = libc::rlimit {
+                        rlim_cur: bytes as libc::rlim_t,
+                        rlim_max: bytes as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_DATA, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().map_err(|e| {
             ChildFailure::new(
                 ErrorClass::EngineUnavailable,
@@ -95,6 +162,9 @@ impl RunnerChild {
             )
         })?;
         let pid = child.id().unwrap_or(0);
+        if let Ok(mut g) = groups().lock() {
+            g.insert(pid as i32);
+        }
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
@@ -110,20 +180,14 @@ impl RunnerChild {
         tokio::spawn(async move {
             let mut stdout = stdout;
             loop {
-                match read_msg::<_, FromRunner>(&mut stdout, max_frame).await {
-                    Ok(Some(m)) => {
-                        if tx.send(Event::Msg(m)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => {
-                        let _ = tx.send(Event::Closed(None)).await;
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Event::Closed(Some(e.to_string()))).await;
-                        return;
-                    }
+                let ev = match read_msg::<_, FromRunner>(&mut stdout, max_frame).await {
+                    Ok(Some(m)) => Event::Msg(m),
+                    Ok(None) => Event::Closed(None),
+                    Err(e) => Event::Closed(Some(e.to_string())),
+                };
+                let last = matches!(ev, Event::Closed(_));
+                if tx.send(ev).await.is_err() || last {
+                    return;
                 }
             }
         });
@@ -132,13 +196,18 @@ impl RunnerChild {
             epoch,
             pid,
             max_frame,
+            memory_limit,
             child,
             stdin,
             events,
             tail,
             fatal: None,
+            ping_seq: 0,
         };
-        me.handshake().await?;
+        me.handshake().await.map_err(|mut f| {
+            f.class = ErrorClass::EngineUnavailable;
+            f
+        })?;
         Ok(me)
     }
 
@@ -150,8 +219,7 @@ impl RunnerChild {
         if let Err(e) = write_msg(&mut self.stdin, &hello, self.max_frame).await {
             return Err(self.died(format!("handshake write failed: {e}")).await);
         }
-        let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.events.recv()).await;
-        match answer {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.events.recv()).await {
             Ok(Some(Event::Msg(FromRunner::Hello { version, epoch, .. })))
                 if version == CHANNEL_VERSION && epoch == self.epoch =>
             {
@@ -164,14 +232,12 @@ impl RunnerChild {
                     .died(format!("runner refused the handshake: {message}"))
                     .await)
             }
-            Ok(Some(Event::Msg(other))) => {
-                self.kill().await;
-                Err(ChildFailure::new(
+            Ok(Some(Event::Msg(other))) => Err(self
+                .kill_with(
                     ErrorClass::EngineUnavailable,
-                    format!("runner answered the handshake with {other:?}"),
-                    true,
-                ))
-            }
+                    format!("answered the handshake with {other:?}"),
+                )
+                .await),
             Ok(Some(Event::Closed(err))) => {
                 let why = err.unwrap_or_else(|| "channel closed".into());
                 Err(self
@@ -179,25 +245,25 @@ impl RunnerChild {
                     .await)
             }
             Ok(None) => Err(self.died("runner exited during the handshake".into()).await),
-            Err(_) => {
-                self.kill().await;
-                Err(ChildFailure::new(
+            Err(_) => Err(self
+                .kill_with(
                     ErrorClass::EngineUnavailable,
                     format!(
-                        "runner did not answer the handshake within {}s{}",
-                        HANDSHAKE_TIMEOUT.as_secs(),
-                        self.tail_suffix()
+                        "did not answer the handshake within {}s",
+                        HANDSHAKE_TIMEOUT.as_secs()
                     ),
-                    true,
-                ))
-            }
+                )
+                .await),
         }
     }
 
-    /// Runs one job on this child. `on_progress` sees each progress report.
+    /// Runs one job on this child under `limits` (plus `load_extra` for
+    /// loading a model). `on_progress` sees each progress report.
     pub async fn run_job(
         &mut self,
         mut job: JobRequest,
+        limits: &Limits,
+        load_extra: Duration,
         mut on_progress: impl FnMut(u64, u64),
     ) -> Result<JobOutput, ChildFailure> {
         job.epoch = self.epoch;
@@ -213,29 +279,46 @@ impl RunnerChild {
                 .died(format!("cannot send the job to the runner: {e}"))
                 .await);
         }
+        let start = Instant::now();
+        let hard = start + limits.job + load_extra;
+        let mut stall = start + limits.stall + load_extra;
+        let mut last_pong = start;
+        let mut ping = tokio::time::interval_at(start + limits.ping_interval, limits.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let Some(ev) = self.events.recv().await else {
-                return Err(self.died("runner channel closed".into()).await);
+            let ev = tokio::select! {
+                ev = self.events.recv() => ev,
+                _ = sleep_until(stall) => {
+                    let secs = limits.stall.as_secs_f64();
+                    return Err(self.kill_with(ErrorClass::Stalled, format!("made no progress for {secs:.0} s (stall_timeout_secs)")).await);
+                }
+                _ = sleep_until(hard) => {
+                    let secs = (limits.job + load_extra).as_secs_f64();
+                    return Err(self.kill_with(ErrorClass::Timeout, format!("ran past the {secs:.0} s job timeout (job_timeout_secs)")).await);
+                }
+                _ = ping.tick() => {
+                    if last_pong.elapsed() > limits.ping_timeout {
+                        let secs = last_pong.elapsed().as_secs_f64();
+                        return Err(self.kill_with(ErrorClass::Stalled, format!("stopped answering pings ({secs:.0} s without a pong)")).await);
+                    }
+                    self.ping_seq += 1;
+                    if let Err(e) = write_msg(&mut self.stdin, &ToRunner::Ping { seq: self.ping_seq }, self.max_frame).await {
+                        return Err(self.died(format!("cannot ping the runner: {e}")).await);
+                    }
+                    continue;
+                }
             };
             let msg = match ev {
-                Event::Msg(m) => m,
-                Event::Closed(None) => {
+                Some(Event::Msg(m)) => m,
+                None | Some(Event::Closed(None)) => {
                     return Err(self.died("runner closed its channel".into()).await)
                 }
-                Event::Closed(Some(e)) => {
+                Some(Event::Closed(Some(e))) => {
                     // Garbage or an oversized frame: the channel cannot be
                     // trusted any more.
-                    self.kill().await;
-                    return Err(ChildFailure::new(
-                        ErrorClass::Crashed,
-                        format!(
-                            "runner {} (pid {}) broke the channel: {e}{}",
-                            self.engine,
-                            self.pid,
-                            self.tail_suffix()
-                        ),
-                        true,
-                    ));
+                    return Err(self
+                        .kill_with(ErrorClass::Crashed, format!("broke the channel: {e}"))
+                        .await);
                 }
             };
             match msg {
@@ -245,7 +328,11 @@ impl RunnerChild {
                     done,
                     total,
                     ..
-                } if j == job_id && epoch == self.epoch => on_progress(done, total),
+                } if j == job_id && epoch == self.epoch => {
+                    stall = Instant::now() + limits.stall;
+                    on_progress(done, total)
+                }
+                FromRunner::Pong { epoch, .. } if epoch == self.epoch => last_pong = Instant::now(),
                 FromRunner::Log {
                     job_id: j,
                     level,
@@ -279,60 +366,95 @@ impl RunnerChild {
                     return Err(ChildFailure::new(class, message, false))
                 }
                 FromRunner::Fatal { message } => self.fatal = Some(message),
-                FromRunner::Pong { .. } | FromRunner::Hello { .. } => {}
-                other => tracing::warn!(target: "engine", "dropped stale runner message {other:?}"),
+                other => {
+                    tracing::warn!(target: "engine", "dropped a stale runner message: {other:?}")
+                }
             }
         }
     }
 
-    /// Asks the child to exit, then kills its process group.
+    /// Stops the child in stages: a shutdown request, SIGTERM to the group
+    /// after `grace`, SIGKILL to the group a second later, then reaps it.
     pub async fn shutdown(mut self, grace: Duration) {
         let _ = write_msg(&mut self.stdin, &ToRunner::Shutdown, self.max_frame).await;
-        if tokio::time::timeout(grace, self.child.wait())
-            .await
-            .is_err()
-        {
-            self.kill().await;
+        if tokio::time::timeout(grace, self.child.wait()).await.is_ok() {
+            return;
         }
+        self.signal_group(libc::SIGTERM);
+        if tokio::time::timeout(Duration::from_secs(1), self.child.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        self.signal_group(libc::SIGKILL);
+        let _ = self.child.wait().await;
     }
 
-    async fn kill(&mut self) {
-        #[cfg(unix)]
+    fn signal_group(&self, sig: i32) {
         if self.pid > 0 {
-            // SAFETY: signalling our own child's process group.
+            // SAFETY: signalling the process group we created for this child.
             unsafe {
-                libc::kill(-(self.pid as i32), libc::SIGKILL);
+                libc::kill(-(self.pid as i32), sig);
             }
         }
-        let _ = self.child.kill().await;
     }
 
-    /// The child is gone or going: collect its exit status and describe it.
+    /// Kills the group for a reason of ours and describes the end.
+    async fn kill_with(&mut self, class: ErrorClass, why: String) -> ChildFailure {
+        self.signal_group(libc::SIGKILL);
+        let _ = self.child.wait().await;
+        ChildFailure::new(
+            class,
+            format!(
+                "runner {} (pid {}) {why}; killed{}",
+                self.engine,
+                self.pid,
+                self.tail_suffix()
+            ),
+            true,
+        )
+    }
+
+    /// The child is gone or going: reap it and describe how it ended.
     async fn died(&mut self, context: String) -> ChildFailure {
         let status = match tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await {
             Ok(Ok(s)) => Some(s),
             _ => {
-                self.kill().await;
+                self.signal_group(libc::SIGKILL);
                 self.child.wait().await.ok()
             }
         };
+        // Anything else in the group (a grandchild) goes too.
+        self.signal_group(libc::SIGKILL);
         // Give the stderr drain a moment to catch the last lines.
         tokio::time::sleep(Duration::from_millis(20)).await;
         let how = status
             .map(describe_status)
-            .unwrap_or_else(|| "unknown exit".into());
+            .unwrap_or_else(|| "ended".into());
         let fatal = self
             .fatal
             .as_ref()
             .map(|f| format!("; runner said: {f}"))
             .unwrap_or_default();
+        let tail = self.tail_suffix();
+        let (class, what) = if looks_oom(&tail) {
+            let limit = self
+                .memory_limit
+                .map(|b| format!(" (limit {} MB)", b / (1024 * 1024)))
+                .unwrap_or_default();
+            (
+                ErrorClass::Oom,
+                format!("ran out of memory{limit} and {how}"),
+            )
+        } else {
+            (ErrorClass::Crashed, how)
+        };
         ChildFailure::new(
-            ErrorClass::Crashed,
+            class,
             format!(
-                "runner {} (pid {}) {how} ({context}){fatal}{}",
-                self.engine,
-                self.pid,
-                self.tail_suffix()
+                "runner {} (pid {}) {what} ({context}){fatal}{tail}",
+                self.engine, self.pid
             ),
             true,
         )
@@ -352,14 +474,24 @@ impl RunnerChild {
     }
 }
 
+/// Allocation failures as Rust, C++ and ggml print them.
+fn looks_oom(tail: &str) -> bool {
+    [
+        "memory allocation of",
+        "out of memory",
+        "std::bad_alloc",
+        "Cannot allocate memory",
+        "failed to allocate",
+    ]
+    .iter()
+    .any(|m| tail.contains(m))
+}
+
 /// "was killed by SIGSEGV" / "exited with code 3".
 pub fn describe_status(s: ExitStatus) -> String {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(sig) = s.signal() {
-            return format!("was killed by {}", signal_name(sig));
-        }
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(sig) = s.signal() {
+        return format!("was killed by {}", signal_name(sig));
     }
     match s.code() {
         Some(c) => format!("exited with code {c}"),

@@ -10,6 +10,7 @@ use studio_protocol::runner::{ErrorClass, JobOutput, JobRequest};
 use studio_protocol::studio::{Engine, TaskKind};
 
 use super::child::{ChildFailure, RunnerChild};
+use super::limits::{Backoff, Limits};
 
 /// How to start the runner for each engine present on this host.
 #[derive(Debug, Clone)]
@@ -82,18 +83,25 @@ impl EngineCatalog {
 pub struct RunnerPool {
     catalog: EngineCatalog,
     max_frame: usize,
+    limits: Limits,
     children: BTreeMap<String, RunnerChild>,
     epochs: BTreeMap<String, u64>,
+    backoff: BTreeMap<String, Backoff>,
+    backoff_template: Backoff,
 }
 
 impl RunnerPool {
-    /// An empty pool; children start on first use.
-    pub fn new(catalog: EngineCatalog, max_frame: usize) -> Self {
+    /// An empty pool; children start on first use. A child that died is
+    /// replaced after the `restart` backoff.
+    pub fn new(catalog: EngineCatalog, max_frame: usize, limits: Limits, restart: Backoff) -> Self {
         Self {
             catalog,
             max_frame,
+            limits,
             children: BTreeMap::new(),
             epochs: BTreeMap::new(),
+            backoff: BTreeMap::new(),
+            backoff_template: restart,
         }
     }
 
@@ -102,11 +110,13 @@ impl RunnerPool {
         &self.catalog
     }
 
-    /// Runs `job` on the child for `engine`, starting one if needed.
+    /// Runs `job` on the child for `engine`, starting one if needed;
+    /// `load_extra` is added to the deadlines for loading big models.
     pub async fn run(
         &mut self,
         engine: &Engine,
         job: JobRequest,
+        load_extra: Duration,
         on_progress: impl FnMut(u64, u64),
     ) -> Result<JobOutput, ChildFailure> {
         self.catalog.check(engine, job.task.kind())?;
@@ -119,10 +129,35 @@ impl RunnerPool {
                     child_dead: false,
                 });
             };
+            let backoff = self
+                .backoff
+                .entry(name.clone())
+                .or_insert_with(|| self.backoff_template.clone());
+            let delay = backoff.delay();
+            if !delay.is_zero() {
+                tracing::info!(target: "engine", job_id = %job.job_id, "restarting runner {name} in {} ms", delay.as_millis());
+                tokio::time::sleep(delay).await;
+            }
             let epoch = self.epochs.entry(name.clone()).or_insert(0);
             *epoch += 1;
-            let child = RunnerChild::spawn(program, args, &name, *epoch, self.max_frame).await?;
-            self.children.insert(name.clone(), child);
+            match RunnerChild::spawn(
+                program,
+                args,
+                &name,
+                *epoch,
+                self.max_frame,
+                self.limits.memory_bytes,
+            )
+            .await
+            {
+                Ok(child) => {
+                    self.children.insert(name.clone(), child);
+                }
+                Err(f) => {
+                    backoff.on_death();
+                    return Err(f);
+                }
+            }
         }
         let Some(child) = self.children.get_mut(&name) else {
             return Err(ChildFailure {
@@ -131,16 +166,26 @@ impl RunnerPool {
                 child_dead: true,
             });
         };
-        let result = child.run_job(job, on_progress).await;
-        if let Err(f) = &result {
-            if f.child_dead {
+        let result = child
+            .run_job(job, &self.limits, load_extra, on_progress)
+            .await;
+        let backoff = self
+            .backoff
+            .entry(name.clone())
+            .or_insert_with(|| self.backoff_template.clone());
+        match &result {
+            Ok(_) => backoff.on_success(),
+            Err(f) if f.child_dead => {
+                backoff.on_death();
                 self.children.remove(&name);
             }
+            Err(_) => {}
         }
         result
     }
 
-    /// Stops every child: a shutdown request, then a kill after `grace`.
+    /// Stops every child: a shutdown request, then SIGTERM and SIGKILL to
+    /// its group after `grace`.
     pub async fn shutdown(&mut self, grace: Duration) {
         let children = std::mem::take(&mut self.children);
         for (_, child) in children {

@@ -245,6 +245,7 @@ async fn event_loop(
             }
             _ = heartbeat.tick() => {
                 w.reload_config();
+                w.check_cooldown();
                 if let Err(e) = send(sink, &heartbeat_frame(w)).await {
                     return disconnected(true, e);
                 }
@@ -419,6 +420,8 @@ async fn handle_offer(
     if w.paused() {
         let reason = if w.draining() {
             "worker is shutting down"
+        } else if w.cooling_down() {
+            "worker paused after repeated engine failures"
         } else {
             "worker paused by operator"
         };
@@ -503,6 +506,13 @@ async fn on_report(w: &mut Worker, sink: &mut Sink, r: JobReport) -> Result<(), 
         w.current_job = None;
         w.uploading = false;
     }
+    w.note_job_end(matches!(
+        r.outcome,
+        Outcome::Failed {
+            worker_caused: true,
+            ..
+        }
+    ));
     if r.gen != w.gen {
         // The session that owned this claim is gone; the studio released
         // it. Keep what we have instead of confusing the new session.
@@ -543,7 +553,9 @@ async fn on_report(w: &mut Worker, sink: &mut Sink, r: JobReport) -> Result<(), 
             tracing::info!(target: "job", job_id = %r.job_id, "completed {} ({bytes} bytes of {ext})", r.job_id);
             Ok(())
         }
-        Outcome::Failed { error, retryable } => {
+        Outcome::Failed {
+            error, retryable, ..
+        } => {
             send(
                 sink,
                 &WorkerFrame::Fail {

@@ -40,8 +40,12 @@ pub enum Outcome {
     Uploaded { ext: String, bytes: usize },
     /// A JSON result for `completeJson`.
     Json(serde_json::Value),
-    /// The job failed.
-    Failed { error: String, retryable: bool },
+    /// The job failed; `worker_caused` when a runner died or hung.
+    Failed {
+        error: String,
+        retryable: bool,
+        worker_caused: bool,
+    },
 }
 
 /// What delivery needs.
@@ -83,6 +87,7 @@ pub async fn run(
                 tracing::warn!(target: "job", job_id = %job_id, "job failed ({}): {}", e.class.as_str(), e.message);
                 Outcome::Failed {
                     retryable: e.retryable(),
+                    worker_caused: e.worker_caused(),
                     error: e.message,
                 }
             }
@@ -140,6 +145,7 @@ async fn deliver_bytes(
             Outcome::Failed {
                 error: format!("{e}{kept}"),
                 retryable,
+                worker_caused: false,
             }
         }
     }

@@ -27,7 +27,7 @@ use crate::capabilities::HostFacts;
 use crate::config::Config;
 use crate::deliver::UploadTarget;
 use crate::jobs::Executor;
-use crate::runner::{EngineCatalog, RunnerPool};
+use crate::runner::{Backoff, EngineCatalog, Limits, RunnerPool};
 
 pub use connection::SessionEnd;
 use executor::{ExecRequest, JobReport};
@@ -53,12 +53,51 @@ pub struct Worker {
     uploading: bool,
     /// An offer that arrived during that upload, answered when it ends.
     deferred_offer: Option<serde_json::Value>,
+    /// Worker-caused failures in a row (dead or stuck runners).
+    consecutive_failures: u32,
+    /// Claiming is paused until then after too many of those.
+    cooldown_until: Option<tokio::time::Instant>,
     shutdown: watch::Receiver<u32>,
 }
 
 impl Worker {
     fn paused(&self) -> bool {
-        !self.cfg.auto_enabled || self.draining()
+        !self.cfg.auto_enabled || self.draining() || self.cooling_down()
+    }
+
+    fn cooling_down(&self) -> bool {
+        self.cooldown_until
+            .is_some_and(|t| tokio::time::Instant::now() < t)
+    }
+
+    /// Counts a job's end towards the failure breaker.
+    fn note_job_end(&mut self, worker_caused_failure: bool) {
+        if !worker_caused_failure {
+            self.consecutive_failures = 0;
+            return;
+        }
+        self.consecutive_failures += 1;
+        let max = self.cfg.max_consecutive_failures;
+        if max > 0 && self.consecutive_failures >= max {
+            let pause = Duration::from_secs(self.cfg.failure_cooldown_secs);
+            self.cooldown_until = Some(tokio::time::Instant::now() + pause);
+            let until = time::OffsetDateTime::now_utc() + pause;
+            tracing::error!(
+                target: "worker",
+                "{} worker-caused failures in a row: not claiming for {} s (until {until}); heartbeats say autoEnabled=false",
+                self.consecutive_failures,
+                pause.as_secs()
+            );
+            self.consecutive_failures = 0;
+        }
+    }
+
+    /// Ends a finished cool-down (logged once).
+    fn check_cooldown(&mut self) {
+        if self.cooldown_until.is_some() && !self.cooling_down() {
+            self.cooldown_until = None;
+            tracing::info!(target: "worker", "failure cool-down over: claiming again");
+        }
     }
 
     fn draining(&self) -> bool {
@@ -112,6 +151,7 @@ fn spawn_signal_watch(tx: watch::Sender<u32>) -> anyhow::Result<()> {
             let n = *tx.borrow() + 1;
             if n >= 2 {
                 tracing::warn!(target: "worker", "second signal: exiting now");
+                crate::runner::kill_all_groups();
                 std::process::exit(130);
             }
             tracing::info!(target: "worker", "signal received: draining (no new offers), send again to exit at once");
@@ -184,11 +224,13 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         worker_id: cfg.worker_id.clone().unwrap_or_default(),
         auth_token: cfg.auth_token.clone().unwrap_or_default(),
     };
-    let executor = Executor::new(
-        RunnerPool::new(catalog.clone(), cfg.max_frame_bytes),
-        http.clone(),
-        false,
+    let pool = RunnerPool::new(
+        catalog.clone(),
+        cfg.max_frame_bytes,
+        Limits::from_config(&cfg),
+        Backoff::from_config(&cfg),
     );
+    let executor = Executor::new(pool, http.clone(), false);
     let exec_task = tokio::spawn(executor::run(
         executor,
         exec_rx,
@@ -214,6 +256,8 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         current_job: None,
         uploading: false,
         deferred_offer: None,
+        consecutive_failures: 0,
+        cooldown_until: None,
         shutdown,
     };
     let outcome = reconnect_loop(&mut worker).await;
