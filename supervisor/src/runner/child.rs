@@ -90,6 +90,8 @@ pub struct RunnerChild {
     stdin: ChildStdin,
     events: mpsc::Receiver<Event>,
     tail: Arc<Mutex<VecDeque<String>>>,
+    /// Resolves when stderr reached EOF (every last line is in `tail`).
+    stderr_done: Option<tokio::sync::oneshot::Receiver<()>>,
     fatal: Option<String>,
     ping_seq: u64,
 }
@@ -175,7 +177,12 @@ impl RunnerChild {
             ));
         };
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
-        spawn_stderr_drain(stderr, tail.clone(), engine.to_string(), pid);
+        let stderr_done = Some(spawn_stderr_drain(
+            stderr,
+            tail.clone(),
+            engine.to_string(),
+            pid,
+        ));
         let (tx, events) = mpsc::channel(256);
         tokio::spawn(async move {
             let mut stdout = stdout;
@@ -201,6 +208,7 @@ impl RunnerChild {
             stdin,
             events,
             tail,
+            stderr_done,
             fatal: None,
             ping_seq: 0,
         };
@@ -404,6 +412,9 @@ impl RunnerChild {
     async fn kill_with(&mut self, class: ErrorClass, why: String) -> ChildFailure {
         self.signal_group(libc::SIGKILL);
         let _ = self.child.wait().await;
+        if let Some(done) = self.stderr_done.take() {
+            let _ = tokio::time::timeout(Duration::from_millis(500), done).await;
+        }
         ChildFailure::new(
             class,
             format!(
@@ -427,8 +438,11 @@ impl RunnerChild {
         };
         // Anything else in the group (a grandchild) goes too.
         self.signal_group(libc::SIGKILL);
-        // Give the stderr drain a moment to catch the last lines.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Let the stderr drain reach EOF so the last lines (an allocation
+        // failure, a CUDA error) are in the report.
+        if let Some(done) = self.stderr_done.take() {
+            let _ = tokio::time::timeout(Duration::from_millis(500), done).await;
+        }
         let how = status
             .map(describe_status)
             .unwrap_or_else(|| "ended".into());
@@ -520,7 +534,8 @@ fn spawn_stderr_drain(
     tail: Arc<Mutex<VecDeque<String>>>,
     engine: String,
     pid: u32,
-) {
+) -> tokio::sync::oneshot::Receiver<()> {
+    let (done_tx, done) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -532,5 +547,7 @@ fn spawn_stderr_drain(
                 t.push_back(line);
             }
         }
+        let _ = done_tx.send(());
     });
+    done
 }

@@ -506,13 +506,17 @@ async fn on_report(w: &mut Worker, sink: &mut Sink, r: JobReport) -> Result<(), 
         w.current_job = None;
         w.uploading = false;
     }
-    w.note_job_end(matches!(
+    let worker_caused = matches!(
         r.outcome,
         Outcome::Failed {
             worker_caused: true,
             ..
         }
-    ));
+    );
+    if w.note_job_end(worker_caused) {
+        // Tell the studio now, not at the next tick.
+        send(sink, &heartbeat_frame(w)).await?;
+    }
     if r.gen != w.gen {
         // The session that owned this claim is gone; the studio released
         // it. Keep what we have instead of confusing the new session.

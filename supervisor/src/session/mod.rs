@@ -70,11 +70,11 @@ impl Worker {
             .is_some_and(|t| tokio::time::Instant::now() < t)
     }
 
-    /// Counts a job's end towards the failure breaker.
-    fn note_job_end(&mut self, worker_caused_failure: bool) {
+    /// Counts a job's end towards the failure breaker; true when it trips.
+    fn note_job_end(&mut self, worker_caused_failure: bool) -> bool {
         if !worker_caused_failure {
             self.consecutive_failures = 0;
-            return;
+            return false;
         }
         self.consecutive_failures += 1;
         let max = self.cfg.max_consecutive_failures;
@@ -89,7 +89,9 @@ impl Worker {
                 pause.as_secs()
             );
             self.consecutive_failures = 0;
+            return true;
         }
+        false
     }
 
     /// Ends a finished cool-down (logged once).

@@ -1,0 +1,302 @@
+//! Crash isolation, end to end: real runners that abort, segfault, exit,
+//! hang, run out of memory or write garbage; external kills; storms. The
+//! supervisor reports each job with its cause and keeps working.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use studio_worker_tests::claims::{claim, claim_with, image, llm};
+use studio_worker_tests::proc::{alive, children_of, wait_gone, WorkerProc};
+use studio_worker_tests::start_worker;
+use studio_worker_tests::studio::{Event, FakeStudio};
+
+const FAULTS: &[(&str, &str)] = &[("STUDIO_WORKER_FAULT_INJECTION", "1")];
+/// Fast deadlines, no breaker, quick restarts.
+const FAST: &str = "stall_timeout_secs = 2\nping_timeout_secs = 2\nmax_consecutive_failures = 0\nrestart_backoff_max_ms = 50\n";
+
+async fn runner_of(worker: &WorkerProc) -> u32 {
+    for _ in 0..200 {
+        if let Some(p) = children_of(worker.pid()).into_iter().next() {
+            return p;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no runner child appeared");
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+async fn healthy_job_works(studio: &FakeStudio, id: &str) {
+    studio.offer(claim(id, image(16, 16, "png")));
+    let up = studio.wait_upload(id).await;
+    assert!(image::load_from_memory(&up.bytes).is_ok());
+}
+
+async fn fail_of(studio: &FakeStudio, id: &str, model: &str) -> Value {
+    studio.offer(claim_with(id, model, image(16, 16, "png")));
+    studio.wait_frame("fail", id).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_fails_its_job_with_the_cause_and_the_next_job_runs() {
+    let studio = FakeStudio::start().await;
+    let (_home, worker) = start_worker(
+        &studio,
+        &format!("{FAST}engine_memory_limit_mb = 256\n"),
+        FAULTS,
+    )
+    .await;
+    let pid = worker.pid();
+    for (i, (model, cause)) in [
+        ("fault:abort", "SIGABRT"),
+        ("fault:segv", "SIGSEGV"),
+        ("fault:exit", "exited with code 3"),
+        ("fault:garbage", "broke the channel"),
+        ("fault:hang", "stopped answering pings"),
+        ("fault:oom", "ran out of memory (limit 256 MB)"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("fault-{i}");
+        let t0 = Instant::now();
+        let fail = fail_of(&studio, &id, model).await;
+        let msg = fail["error"].as_str().unwrap();
+        // A hang is caught by the missing pongs or by the stall deadline,
+        // whichever fires first.
+        let caught =
+            msg.contains(cause) || (model == "fault:hang" && msg.contains("made no progress"));
+        assert!(caught, "{model}: {msg}");
+        assert_eq!(fail["retryable"], true, "{model}");
+        if model == "fault:hang" {
+            assert!(
+                t0.elapsed() < Duration::from_secs(8),
+                "hang detected in {:?}",
+                t0.elapsed()
+            );
+        }
+        healthy_job_works(&studio, &format!("after-{i}")).await;
+    }
+    // fault:stdout and fault:slow succeed.
+    studio.offer(claim_with("noisy", "fault:stdout", image(16, 16, "png")));
+    studio.wait_upload("noisy").await;
+    studio.offer(claim_with("slowish", "fault:slow:300", llm("hi")));
+    studio.wait_frame("completeJson", "slowish").await;
+    assert_eq!(worker.pid(), pid);
+    assert_eq!(studio.sessions(), 1, "the session survived every fault");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_models_are_ordinary_without_the_switch() {
+    let studio = FakeStudio::start().await;
+    let (_home, _worker) = start_worker(&studio, "", &[]).await;
+    studio.offer(claim_with(
+        "not-a-fault",
+        "fault:segv",
+        image(16, 16, "png"),
+    ));
+    studio.wait_upload("not-a-fault").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_sigkill_of_the_runner_fails_the_job_within_a_second() {
+    let studio = FakeStudio::start().await;
+    let (_home, worker) = start_worker(&studio, FAST, FAULTS).await;
+    studio.offer(claim_with(
+        "victim",
+        "fault:slow:20000",
+        image(16, 16, "png"),
+    ));
+    studio.wait_frame("accept", "victim").await;
+    let runner = runner_of(&worker).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t0 = Instant::now();
+    // SAFETY: killing our own test's grandchild.
+    unsafe {
+        libc::kill(runner as i32, libc::SIGKILL);
+    }
+    let fail = studio.wait_frame("fail", "victim").await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "fail took {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        fail["error"].as_str().unwrap().contains("SIGKILL"),
+        "{fail}"
+    );
+    assert!(!alive(runner));
+    healthy_job_works(&studio, "after-kill").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_timeout_kills_a_job_that_still_makes_progress() {
+    let studio = FakeStudio::start().await;
+    let (_home, _worker) =
+        start_worker(&studio, &format!("{FAST}job_timeout_secs = 1\n"), FAULTS).await;
+    let fail = fail_of(&studio, "too-long", "fault:slow:6000").await;
+    let msg = fail["error"].as_str().unwrap();
+    assert!(msg.contains("job timeout"), "{msg}");
+    healthy_job_works(&studio, "after-timeout").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_thirty_crashes_leaves_one_supervisor_and_no_debris() {
+    let studio = FakeStudio::start().await;
+    let (_home, worker) = start_worker(&studio, FAST, FAULTS).await;
+    let pid = worker.pid();
+    healthy_job_works(&studio, "warm").await;
+    let fds_before = fd_count(pid);
+    let causes = [
+        ("fault:abort", "SIGABRT"),
+        ("fault:segv", "SIGSEGV"),
+        ("fault:exit", "code 3"),
+        ("fault:garbage", "broke the channel"),
+    ];
+    let mut seen_runners = Vec::new();
+    for i in 0..30 {
+        let (model, cause) = causes[i % causes.len()];
+        let id = format!("storm-{i}");
+        let fail = fail_of(&studio, &id, model).await;
+        assert!(
+            fail["error"].as_str().unwrap().contains(cause),
+            "{id}: {fail}"
+        );
+        seen_runners.extend(children_of(pid));
+    }
+    healthy_job_works(&studio, "after-storm").await;
+    assert_eq!(worker.pid(), pid);
+    assert!(alive(pid));
+    // Exactly one runner now; none of the dead ones linger as zombies or orphans.
+    let live = children_of(pid);
+    assert_eq!(live.len(), 1, "live children: {live:?}");
+    seen_runners.retain(|p| !live.contains(p));
+    let left = wait_gone(&seen_runners, Duration::from_secs(2)).await;
+    assert!(left.is_empty(), "dead runners still around: {left:?}");
+    let fds_after = fd_count(pid);
+    assert!(
+        fds_after <= fds_before + 4,
+        "fd count grew from {fds_before} to {fds_after}"
+    );
+    let fails = studio.frames("fail");
+    assert_eq!(fails.len(), 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_kills_the_runner_twice_is_poison() {
+    let studio = FakeStudio::start().await;
+    let (_home, _worker) = start_worker(&studio, FAST, FAULTS).await;
+    let first = fail_of(&studio, "poison", "fault:segv").await;
+    assert_eq!(first["retryable"], true);
+    // The studio retries the same job id.
+    studio.offer(claim_with("poison", "fault:segv", image(16, 16, "png")));
+    let second = studio
+        .wait_for(Duration::from_secs(10), "second fail", |e| match e {
+            Event::Frame(v)
+                if v["type"] == "fail" && v["jobId"] == "poison" && v["retryable"] == false =>
+            {
+                Some(v.clone())
+            }
+            _ => None,
+        })
+        .await;
+    assert!(
+        second["error"].as_str().unwrap().contains("poison"),
+        "{second}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_pause_claiming_for_a_cool_down() {
+    let studio = FakeStudio::start().await;
+    let cfg = "stall_timeout_secs = 2\nmax_consecutive_failures = 3\nfailure_cooldown_secs = 3\nrestart_backoff_max_ms = 50\n";
+    let (_home, worker) = start_worker(&studio, cfg, FAULTS).await;
+    for i in 0..3 {
+        fail_of(&studio, &format!("cd-{i}"), "fault:exit").await;
+    }
+    studio.offer(claim("cd-paused", image(8, 8, "png")));
+    let r = studio.wait_frame("reject", "cd-paused").await;
+    assert_eq!(r["code"], "paused");
+    assert!(r["reason"]
+        .as_str()
+        .unwrap()
+        .contains("repeated engine failures"));
+    studio
+        .wait_for(
+            Duration::from_secs(8),
+            "heartbeat autoEnabled=false",
+            |e| match e {
+                Event::Frame(v)
+                    if v["type"] == "heartbeat" && v["capabilities"]["autoEnabled"] == false =>
+                {
+                    Some(())
+                }
+                _ => None,
+            },
+        )
+        .await;
+    // After the cool-down it claims again by itself.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    studio
+        .wait_for(
+            Duration::from_secs(8),
+            "heartbeat autoEnabled=true again",
+            |e| match e {
+                Event::Frame(v)
+                    if v["type"] == "heartbeat" && v["capabilities"]["autoEnabled"] == true =>
+                {
+                    Some(())
+                }
+                _ => None,
+            },
+        )
+        .await;
+    healthy_job_works(&studio, "cd-after").await;
+    assert!(
+        worker.log().contains("worker-caused failures in a row"),
+        "{}",
+        worker.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_runner_outlives_a_sigkilled_supervisor() {
+    let studio = FakeStudio::start().await;
+    let (_home, mut worker) = start_worker(&studio, FAST, FAULTS).await;
+    // A video job: the runner has an ffmpeg grandchild while it works.
+    studio.offer(claim_with(
+        "orphan",
+        "fault:slow:20000",
+        serde_json::json!({"kind": "video", "prompt": "x", "seconds": 1.0, "fps": 2, "width": 16, "height": 16, "ext": "mp4"}),
+    ));
+    studio.wait_frame("accept", "orphan").await;
+    let runner = runner_of(&worker).await;
+    worker.signal(libc::SIGKILL);
+    let _ = worker.wait_exit(Duration::from_secs(5)).await;
+    let left = wait_gone(&[runner], Duration::from_secs(3)).await;
+    assert!(left.is_empty(), "runner {runner} outlived the supervisor");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_exits_at_once_and_kills_the_runner() {
+    let studio = FakeStudio::start().await;
+    let (_home, mut worker) = start_worker(&studio, FAST, FAULTS).await;
+    studio.offer(claim_with("long", "fault:slow:20000", image(16, 16, "png")));
+    studio.wait_frame("accept", "long").await;
+    let runner = runner_of(&worker).await;
+    worker.signal(libc::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        alive(worker.pid()),
+        "first SIGTERM drains, it does not exit"
+    );
+    worker.signal(libc::SIGTERM);
+    let status = worker.wait_exit(Duration::from_secs(5)).await;
+    assert!(!status.success());
+    let left = wait_gone(&[runner], Duration::from_secs(3)).await;
+    assert!(left.is_empty(), "runner {runner} outlived the supervisor");
+}
