@@ -253,6 +253,22 @@ impl FakeStudio {
             .collect()
     }
 
+    /// When the first worker frame of `ty` for `job_id` arrived.
+    pub fn frame_time(&self, ty: &str, job_id: &str) -> Option<Instant> {
+        self.shared.lock().events.iter().find_map(|(t, e)| match e {
+            Event::Frame(v) if v["type"] == ty && v["jobId"] == job_id => Some(*t),
+            _ => None,
+        })
+    }
+
+    /// When the upload of `job_id` arrived.
+    pub fn upload_time(&self, job_id: &str) -> Option<Instant> {
+        self.shared.lock().events.iter().find_map(|(_, e)| match e {
+            Event::Upload(u) if u.job_id == job_id => Some(u.at),
+            _ => None,
+        })
+    }
+
     /// Worker frames of one `type`.
     pub fn frames(&self, ty: &str) -> Vec<Value> {
         self.events()
@@ -669,13 +685,15 @@ async fn complete(
             .into_response();
     }
     up.at = Instant::now();
-    shared.push(Event::Upload(up));
+    // Feed the next offer before anyone can see this upload, so a test
+    // that reacts to it never races the feed.
     {
         let mut i = shared.lock();
         if let Some(tx) = i.session.clone() {
             feed_next(&mut i, &job_id, &tx);
         }
     }
+    shared.push(Event::Upload(up));
     Json(json!({"ok": true})).into_response()
 }
 
