@@ -101,7 +101,12 @@ pub async fn run(cfg: &Config, args: JobArgs) -> anyhow::Result<()> {
     );
     let mut exec = Executor::new(pool, http, true);
     let started = Instant::now();
-    let result = exec.execute(&claim).await;
+    let mut on_event = |ev: crate::runner::RunEvent| {
+        if let crate::runner::RunEvent::Started { pid, epoch, .. } = ev {
+            tracing::debug!(target: "job", "on runner pid {pid} (epoch {epoch})");
+        }
+    };
+    let result = exec.execute(&claim, &mut on_event).await;
     exec.pool().shutdown(Duration::from_secs(2)).await;
     let data =
         result.map_err(|e| anyhow::anyhow!("job failed ({}): {}", e.class.as_str(), e.message))?;

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use studio_protocol::runner::{
-    ErrorClass, FromRunner, JobOutput, JobRequest, ToRunner, CHANNEL_VERSION,
+    ErrorClass, FromRunner, JobOutput, JobRequest, Phase, ToRunner, CHANNEL_VERSION,
 };
 use studio_protocol::studio::LogLevel;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -71,6 +71,29 @@ impl ChildFailure {
             child_dead,
         }
     }
+}
+
+/// What a running job tells its caller.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RunEvent {
+    /// The job is on runner `pid` (epoch `epoch`) and must end by `deadline`.
+    Started {
+        /// Runner process id.
+        pid: u32,
+        /// Runner epoch.
+        epoch: u64,
+        /// Hard deadline.
+        deadline: Instant,
+    },
+    /// The engine moved forward.
+    Progress {
+        /// Loading or running.
+        phase: Phase,
+        /// Units done.
+        done: u64,
+        /// Units in all (0 when unknown).
+        total: u64,
+    },
 }
 
 enum Event {
@@ -266,13 +289,13 @@ impl RunnerChild {
     }
 
     /// Runs one job on this child under `limits` (plus `load_extra` for
-    /// loading a model). `on_progress` sees each progress report.
+    /// loading a model). `on_event` sees the start and each progress report.
     pub async fn run_job(
         &mut self,
         mut job: JobRequest,
         limits: &Limits,
         load_extra: Duration,
-        mut on_progress: impl FnMut(u64, u64),
+        mut on_event: impl FnMut(RunEvent),
     ) -> Result<JobOutput, ChildFailure> {
         job.epoch = self.epoch;
         let job_id = job.job_id.clone();
@@ -291,6 +314,11 @@ impl RunnerChild {
         let hard = start + limits.job + load_extra;
         let mut stall = start + limits.stall + load_extra;
         let mut last_pong = start;
+        on_event(RunEvent::Started {
+            pid: self.pid,
+            epoch: self.epoch,
+            deadline: hard,
+        });
         let mut ping = tokio::time::interval_at(start + limits.ping_interval, limits.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -335,10 +363,10 @@ impl RunnerChild {
                     epoch,
                     done,
                     total,
-                    ..
+                    phase,
                 } if j == job_id && epoch == self.epoch => {
                     stall = Instant::now() + limits.stall;
-                    on_progress(done, total)
+                    on_event(RunEvent::Progress { phase, done, total })
                 }
                 FromRunner::Pong { epoch, .. } if epoch == self.epoch => last_pong = Instant::now(),
                 FromRunner::Log {

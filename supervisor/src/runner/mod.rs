@@ -13,6 +13,6 @@ mod child;
 mod limits;
 mod pool;
 
-pub use child::kill_all_groups;
+pub use child::{kill_all_groups, RunEvent};
 pub use limits::{load_allowance, Backoff, Limits};
 pub use pool::{EngineCatalog, RunnerPool};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use studio_protocol::runner::{ErrorClass, JobOutput, JobRequest};
 use studio_protocol::studio::{Engine, TaskKind};
 
-use super::child::{ChildFailure, RunnerChild};
+use super::child::{ChildFailure, RunEvent, RunnerChild};
 use super::limits::{Backoff, Limits};
 
 /// How to start the runner for each engine present on this host.
@@ -117,7 +117,7 @@ impl RunnerPool {
         engine: &Engine,
         job: JobRequest,
         load_extra: Duration,
-        on_progress: impl FnMut(u64, u64),
+        on_event: impl FnMut(RunEvent),
     ) -> Result<JobOutput, ChildFailure> {
         self.catalog.check(engine, job.task.kind())?;
         let name = engine.as_str().to_string();
@@ -166,9 +166,7 @@ impl RunnerPool {
                 child_dead: true,
             });
         };
-        let result = child
-            .run_job(job, &self.limits, load_extra, on_progress)
-            .await;
+        let result = child.run_job(job, &self.limits, load_extra, on_event).await;
         let backoff = self
             .backoff
             .entry(name.clone())

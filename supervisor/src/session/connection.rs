@@ -214,7 +214,7 @@ async fn event_loop(
             drain_deadline = Some(Instant::now() + Duration::from_secs(w.cfg.drain_timeout_secs));
             let _ = send(sink, &heartbeat_frame(w)).await;
         }
-        if w.draining() && w.current_job.is_none() {
+        if w.draining() && w.jobs.is_empty() {
             flush_logs(sink).await;
             close(sink, "session ended").await;
             return SessionEnd::Shutdown;
@@ -265,7 +265,7 @@ async fn event_loop(
             }
             _ = shutdown.changed() => {}
             _ = sleep_until(drain_deadline.unwrap_or(far)) => {
-                tracing::warn!(target: "worker", "drain timeout: closing with job {} still running", w.current_job.as_deref().unwrap_or("?"));
+                tracing::warn!(target: "worker", "drain timeout: closing with job {} still running", w.jobs.current().unwrap_or("?"));
                 close(sink, "session ended").await;
                 return SessionEnd::Shutdown;
             }
@@ -276,7 +276,7 @@ async fn event_loop(
 fn heartbeat_frame(w: &Worker) -> WorkerFrame {
     WorkerFrame::Heartbeat {
         capabilities: snapshot(&w.cfg, &w.host, &w.catalog, w.paused()),
-        current_job_id: w.current_job.clone(),
+        current_job_id: w.jobs.current().map(str::to_string),
     }
 }
 
@@ -392,7 +392,7 @@ async fn on_offer(w: &mut Worker, sink: &mut Sink, raw: &serde_json::Value) -> R
 
 /// Answers an offer held back during an upload, once the gate is free.
 async fn take_deferred(w: &mut Worker, sink: &mut Sink) -> Result<(), String> {
-    if w.current_job.is_none() {
+    if w.jobs.is_empty() {
         if let Some(raw) = w.deferred_offer.take() {
             handle_offer(w, sink, &raw).await?;
         }
@@ -436,14 +436,14 @@ async fn handle_offer(
         )
         .await;
     }
-    if w.current_job.is_some() && w.uploading && w.deferred_offer.is_none() {
+    if w.jobs.only_uploading() && w.deferred_offer.is_none() {
         // The studio offers the next job as soon as it has our upload,
         // which may be before its HTTP answer reaches us: hold the offer
         // until the upload ends instead of rejecting it.
         w.deferred_offer = Some(raw.clone());
         return Ok(());
     }
-    if w.current_job.is_some() {
+    if !w.jobs.is_empty() {
         tracing::info!(target: "ws", job_id = %job_id, "rejecting {job_id}: busy");
         return send(
             sink,
@@ -477,13 +477,14 @@ async fn handle_offer(
             .await;
         }
     };
-    w.current_job = Some(job_id.clone());
+    w.jobs
+        .accept(&job_id, claim.model_source.engine.as_str(), w.gen);
     if w.exec_tx
         .send(ExecRequest { claim, gen: w.gen })
         .await
         .is_err()
     {
-        w.current_job = None;
+        w.jobs.finish(&job_id);
         return send(
             sink,
             &WorkerFrame::Fail {
@@ -498,13 +499,21 @@ async fn handle_offer(
 }
 
 async fn on_report(w: &mut Worker, sink: &mut Sink, r: JobReport) -> Result<(), String> {
-    if let Outcome::Uploading = r.outcome {
-        w.uploading = w.current_job.as_deref() == Some(r.job_id.as_str());
+    if let Outcome::Phase {
+        phase,
+        runner,
+        deadline,
+    } = r.outcome
+    {
+        w.jobs.update(&r.job_id, phase, runner, deadline);
         return Ok(());
     }
-    if w.current_job.as_deref() == Some(r.job_id.as_str()) {
-        w.current_job = None;
-        w.uploading = false;
+    if let Some(row) = w.jobs.finish(&r.job_id) {
+        let on = row
+            .runner
+            .map(|x| format!(" on runner pid {} epoch {}", x.pid, x.epoch))
+            .unwrap_or_default();
+        tracing::debug!(target: "job", job_id = %r.job_id, "ended in phase {}{on} after {} ms", row.phase.as_str(), row.accepted_at.elapsed().as_millis());
     }
     let worker_caused = matches!(
         r.outcome,
@@ -534,7 +543,7 @@ async fn on_report(w: &mut Worker, sink: &mut Sink, r: JobReport) -> Result<(), 
                     Err(e) => format!("result lost: {e}"),
                 }
             }
-            Outcome::Uploaded { .. } | Outcome::Uploading => "result was uploaded".into(),
+            Outcome::Uploaded { .. } | Outcome::Phase { .. } => "result was uploaded".into(),
             Outcome::Failed { error, .. } => format!("failure not reported: {error}"),
         };
         tracing::warn!(target: "job", job_id = %r.job_id, "job {} finished after its session ended; {note}", r.job_id);
@@ -570,6 +579,6 @@ async fn on_report(w: &mut Worker, sink: &mut Sink, r: JobReport) -> Result<(), 
             )
             .await
         }
-        Outcome::Uploading => Ok(()),
+        Outcome::Phase { .. } => Ok(()),
     }
 }

@@ -5,11 +5,15 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use studio_protocol::runner::Phase;
 use studio_protocol::studio::JobOfferClaim;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use crate::deliver::{keep_result, upload, ResultUpload, UploadError, UploadTarget};
+use crate::jobs::table::{JobPhase, RunnerRef};
 use crate::jobs::{Executor, JobData};
+use crate::runner::RunEvent;
 
 /// A job for the executor, tagged with the session that accepted it.
 pub struct ExecRequest {
@@ -31,11 +35,16 @@ pub struct JobReport {
     pub outcome: Outcome,
 }
 
-/// The end of a job.
+/// A job's progress or end.
 pub enum Outcome {
-    /// Not final: the result exists and its upload starts now. The studio
-    /// may offer the next job before the upload's answer reaches us.
-    Uploading,
+    /// Not final: the job moved to `phase` (on `runner`, due by
+    /// `deadline`). `Uploading` is sent before the upload starts: the
+    /// studio may offer the next job before the upload's answer reaches us.
+    Phase {
+        phase: JobPhase,
+        runner: Option<RunnerRef>,
+        deadline: Option<Instant>,
+    },
     /// A binary result reached the studio over HTTP.
     Uploaded { ext: String, bytes: usize },
     /// A JSON result for `completeJson`.
@@ -62,23 +71,55 @@ pub struct Delivery {
 pub async fn run(
     mut exec: Executor,
     mut rx: mpsc::Receiver<ExecRequest>,
-    tx: mpsc::Sender<JobReport>,
+    tx: mpsc::UnboundedSender<JobReport>,
     delivery: Delivery,
 ) {
     while let Some(req) = rx.recv().await {
         let job_id = req.claim.job_id.clone();
         let prompt = req.claim.task.reported_prompt();
+        let phase = |phase, runner, deadline| JobReport {
+            job_id: job_id.clone(),
+            gen: req.gen,
+            prompt: String::new(),
+            outcome: Outcome::Phase {
+                phase,
+                runner,
+                deadline,
+            },
+        };
+        // Forward phase changes (not every progress tick) to the table.
+        let mut last = JobPhase::Accepted;
+        let events_tx = tx.clone();
+        let mut on_event = |ev: RunEvent| {
+            let (p, runner, deadline) = match ev {
+                RunEvent::Started {
+                    pid,
+                    epoch,
+                    deadline,
+                } => (
+                    JobPhase::Running,
+                    Some(RunnerRef { pid, epoch }),
+                    Some(deadline),
+                ),
+                RunEvent::Progress {
+                    phase: Phase::Loading,
+                    ..
+                } => (JobPhase::Loading, None, None),
+                RunEvent::Progress {
+                    phase: Phase::Running,
+                    ..
+                } => (JobPhase::Running, None, None),
+            };
+            if p != last || runner.is_some() {
+                last = p;
+                let _ = events_tx.send(phase(p, runner, deadline));
+            }
+        };
         tracing::info!(target: "job", job_id = %job_id, "running {} on {} (model {})", req.claim.task.kind(), req.claim.model_source.engine, req.claim.model);
-        let outcome = match exec.execute(&req.claim).await {
+        let outcome = match exec.execute(&req.claim, &mut on_event).await {
             Ok(JobData::Json(v)) => Outcome::Json(v),
             Ok(JobData::Bytes { data, ext }) => {
-                let note = JobReport {
-                    job_id: job_id.clone(),
-                    gen: req.gen,
-                    prompt: prompt.clone(),
-                    outcome: Outcome::Uploading,
-                };
-                if tx.send(note).await.is_err() {
+                if tx.send(phase(JobPhase::Uploading, None, None)).is_err() {
                     break;
                 }
                 deliver_bytes(&delivery, req.gen, &job_id, &prompt, &ext, data).await
@@ -99,7 +140,6 @@ pub async fn run(
                 prompt,
                 outcome,
             })
-            .await
             .is_err()
         {
             break;

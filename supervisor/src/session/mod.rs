@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, watch};
 use crate::capabilities::HostFacts;
 use crate::config::Config;
 use crate::deliver::UploadTarget;
+use crate::jobs::table::JobTable;
 use crate::jobs::Executor;
 use crate::runner::{Backoff, EngineCatalog, Limits, RunnerPool};
 
@@ -43,14 +44,12 @@ pub struct Worker {
     host: HostFacts,
     catalog: EngineCatalog,
     exec_tx: mpsc::Sender<ExecRequest>,
-    reports: mpsc::Receiver<JobReport>,
+    reports: mpsc::UnboundedReceiver<JobReport>,
     live_gen: watch::Sender<u64>,
     /// Generation of the current (or last) welcomed session.
     gen: u64,
-    /// The job holding the one-job gate.
-    current_job: Option<String>,
-    /// True once the current job's result is being uploaded.
-    uploading: bool,
+    /// Held jobs: runner, epoch, phase, deadline. Non-empty = gate shut.
+    jobs: JobTable,
     /// An offer that arrived during that upload, answered when it ends.
     deferred_offer: Option<serde_json::Value>,
     /// Worker-caused failures in a row (dead or stuck runners).
@@ -219,7 +218,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         .timeout(Duration::from_secs(60))
         .build()?;
     let (exec_tx, exec_rx) = mpsc::channel(4);
-    let (report_tx, reports) = mpsc::channel(16);
+    let (report_tx, reports) = mpsc::unbounded_channel();
     let (live_gen, live_rx) = watch::channel(0u64);
     let target = UploadTarget {
         api_base_url: cfg.api_base_url.clone(),
@@ -255,8 +254,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         reports,
         live_gen,
         gen: 0,
-        current_job: None,
-        uploading: false,
+        jobs: JobTable::default(),
         deferred_offer: None,
         consecutive_failures: 0,
         cooldown_until: None,
@@ -309,13 +307,13 @@ async fn reconnect_loop(w: &mut Worker) -> anyhow::Result<()> {
                     .saturating_mul(1 << (attempt - 1).min(5))
                     .min(BACKOFF_MAX);
                 tracing::warn!(target: "ws", "disconnected: {reason}; reconnecting in {} ms (attempt {attempt})", delay.as_millis());
-                if w.draining() && w.current_job.is_none() {
+                if w.draining() && w.jobs.is_empty() {
                     return Ok(());
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = w.shutdown.changed() => {
-                        if w.current_job.is_none() {
+                        if w.jobs.is_empty() {
                             return Ok(());
                         }
                     }

@@ -3,6 +3,8 @@
 //! is the caller's business (`session`), so `studio-worker job` shares
 //! this path exactly.
 
+pub mod table;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 
@@ -10,7 +12,7 @@ use studio_protocol::runner::{ErrorClass, JobOutput, JobRequest};
 use studio_protocol::studio::{JobOfferClaim, Task};
 
 use crate::fetch::fetch_input;
-use crate::runner::RunnerPool;
+use crate::runner::{RunEvent, RunnerPool};
 
 /// What a job produced, ready to deliver.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,10 +102,15 @@ impl Executor {
         &mut self.pool
     }
 
-    /// Runs `claim` to an output.
-    pub async fn execute(&mut self, claim: &JobOfferClaim) -> Result<JobData, JobError> {
+    /// Runs `claim` to an output; `on_event` sees the runner it lands on
+    /// and its progress.
+    pub async fn execute(
+        &mut self,
+        claim: &JobOfferClaim,
+        on_event: &mut (dyn FnMut(RunEvent) + Send),
+    ) -> Result<JobData, JobError> {
         let scratch = self.scratch_root.join(sanitise(&claim.job_id));
-        let mut result = self.execute_in(claim, &scratch).await;
+        let mut result = self.execute_in(claim, &scratch, on_event).await;
         let _ = tokio::fs::remove_dir_all(&scratch).await;
         if let Err(e) = &mut result {
             if kills_runner(e.class) && self.count_crash(&claim.job_id) >= 2 {
@@ -134,6 +141,7 @@ impl Executor {
         &mut self,
         claim: &JobOfferClaim,
         scratch: &std::path::Path,
+        on_event: &mut (dyn FnMut(RunEvent) + Send),
     ) -> Result<JobData, JobError> {
         let err = JobError::new;
         self.pool
@@ -172,16 +180,13 @@ impl Executor {
                 .map(|m| m.len())
                 .unwrap_or(0);
         }
-        let job_id = claim.job_id.clone();
         let output = self
             .pool
             .run(
                 &claim.model_source.engine,
                 request,
                 crate::runner::load_allowance(model_bytes),
-                |done, total| {
-                    tracing::debug!(target: "job", job_id = %job_id, "progress {done}/{total}");
-                },
+                on_event,
             )
             .await
             .map_err(|f| err(f.class, f.message))?;
