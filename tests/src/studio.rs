@@ -729,22 +729,19 @@ async fn file(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Re
 }
 
 async fn register_request(State(shared): State<Arc<Shared>>, Json(body): Json<Value>) -> Response {
-    shared.push(Event::RegisterRequest(body.clone()));
-    let (Some(hash), Some(_install)) = (
-        body["registrationSecretHash"].as_str(),
-        body["installId"].as_str(),
-    ) else {
-        return (StatusCode::BAD_REQUEST, "missing fields").into_response();
+    let Some(hash) = body["registrationSecretHash"].as_str().map(str::to_string) else {
+        shared.push(Event::RegisterRequest(body));
+        return (StatusCode::BAD_REQUEST, "missing registrationSecretHash").into_response();
     };
     let id = {
         let mut i = shared.lock();
         i.requests_made += 1;
         let id = format!("rr-{}", i.requests_made);
-        i.requests
-            .insert(id.clone(), (hash.to_string(), Decision::Pending));
+        i.requests.insert(id.clone(), (hash, Decision::Pending));
         id
     };
-    shared.notify.notify_waiters();
+    // Recorded only once the request exists, so a test can decide it.
+    shared.push(Event::RegisterRequest(body));
     Json(json!({"requestId": id, "status": "pending"})).into_response()
 }
 

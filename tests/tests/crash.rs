@@ -300,3 +300,46 @@ async fn a_second_sigterm_exits_at_once_and_kills_the_runner() {
     let left = wait_gone(&[runner], Duration::from_secs(3)).await;
     assert!(left.is_empty(), "runner {runner} outlived the supervisor");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_longer_than_the_drain_timeout_is_handed_back_on_sigterm() {
+    let studio = FakeStudio::start().await;
+    let (_home, mut worker) =
+        start_worker(&studio, &format!("{FAST}drain_timeout_secs = 1\n"), FAULTS).await;
+    studio.offer(claim_with(
+        "endless",
+        "fault:slow:30000",
+        image(16, 16, "png"),
+    ));
+    studio.wait_frame("accept", "endless").await;
+    let runner = runner_of(&worker).await;
+    let t0 = Instant::now();
+    worker.signal(libc::SIGTERM);
+    let fail = studio.wait_frame("fail", "endless").await;
+    assert_eq!(fail["retryable"], true);
+    assert!(
+        fail["error"]
+            .as_str()
+            .unwrap()
+            .contains("drain_timeout_secs = 1"),
+        "{fail}"
+    );
+    let status = worker.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "{}", worker.log());
+    assert!(
+        t0.elapsed() < Duration::from_secs(6),
+        "drain took {:?}",
+        t0.elapsed()
+    );
+    studio
+        .wait_for(Duration::from_secs(5), "close 1000", |e| {
+            matches!(e, Event::Closed(Some(1000))).then_some(())
+        })
+        .await;
+    assert!(
+        wait_gone(&[runner], Duration::from_secs(3))
+            .await
+            .is_empty(),
+        "runner outlived the drain"
+    );
+}

@@ -127,6 +127,11 @@ impl JobTable {
             .map(|(id, _)| id.as_str())
     }
 
+    /// Ids of every held job.
+    pub fn held(&self) -> Vec<String> {
+        self.rows.keys().cloned().collect()
+    }
+
     /// True when every held job is uploading (a new offer may wait for it).
     pub fn only_uploading(&self) -> bool {
         !self.rows.is_empty() && self.rows.values().all(|r| r.phase == JobPhase::Uploading)
@@ -143,6 +148,7 @@ mod tests {
         assert!(t.is_empty() && t.current().is_none());
         t.accept("j1", "synthetic", 1);
         assert_eq!(t.current(), Some("j1"));
+        assert_eq!(t.held(), vec!["j1".to_string()]);
         assert!(!t.only_uploading());
         let r = RunnerRef { pid: 42, epoch: 3 };
         t.update("j1", JobPhase::Running, Some(r), None);

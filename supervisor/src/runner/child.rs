@@ -117,6 +117,8 @@ pub struct RunnerChild {
     stderr_done: Option<tokio::sync::oneshot::Receiver<()>>,
     fatal: Option<String>,
     ping_seq: u64,
+    /// The kernel's OOM-kill count when this child started.
+    oom_kills_at_spawn: u64,
 }
 
 impl Drop for RunnerChild {
@@ -234,6 +236,7 @@ impl RunnerChild {
             stderr_done,
             fatal: None,
             ping_seq: 0,
+            oom_kills_at_spawn: oom_kills(),
         };
         me.handshake().await.map_err(|mut f| {
             f.class = ErrorClass::EngineUnavailable;
@@ -457,15 +460,14 @@ impl RunnerChild {
 
     /// The child is gone or going: reap it and describe how it ended.
     async fn died(&mut self, context: String) -> ChildFailure {
-        let status = match tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await {
-            Ok(Ok(s)) => Some(s),
-            _ => {
-                self.signal_group(libc::SIGKILL);
-                self.child.wait().await.ok()
-            }
-        };
-        // Anything else in the group (a grandchild) goes too.
+        // Kill the group while the leader is unreaped (its id cannot be
+        // reused yet): takes any grandchild along, and cannot change the
+        // exit status of a process that is already dying.
         self.signal_group(libc::SIGKILL);
+        let status = tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok);
         // Let the stderr drain reach EOF so the last lines (an allocation
         // failure, a CUDA error) are in the report.
         if let Some(done) = self.stderr_done.take() {
@@ -480,7 +482,17 @@ impl RunnerChild {
             .map(|f| format!("; runner said: {f}"))
             .unwrap_or_default();
         let tail = self.tail_suffix();
-        let (class, what) = if looks_oom(&tail) {
+        let kernel_oom = status.is_some_and(|s| {
+            use std::os::unix::process::ExitStatusExt;
+            s.signal() == Some(libc::SIGKILL)
+        }) && oom_kills() > self.oom_kills_at_spawn;
+        let (class, what) = if kernel_oom {
+            (
+                ErrorClass::Oom,
+                "was killed by the kernel OOM killer (SIGKILL; /proc/vmstat oom_kill went up)"
+                    .to_string(),
+            )
+        } else if looks_oom(&tail) {
             let limit = self
                 .memory_limit
                 .map(|b| format!(" (limit {} MB)", b / (1024 * 1024)))
@@ -514,6 +526,22 @@ impl RunnerChild {
             format!("; stderr tail: {}", tail.join(" | "))
         }
     }
+}
+
+/// The kernel's count of OOM kills since boot (`/proc/vmstat` `oom_kill`),
+/// 0 where it is not available.
+fn oom_kills() -> u64 {
+    std::fs::read_to_string("/proc/vmstat")
+        .map(|s| parse_oom_kills(&s))
+        .unwrap_or(0)
+}
+
+fn parse_oom_kills(vmstat: &str) -> u64 {
+    vmstat
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Allocation failures as Rust, C++ and ggml print them.
@@ -578,4 +606,44 @@ fn spawn_stderr_drain(
         let _ = done_tx.send(());
     });
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_oom_count_is_read_from_vmstat() {
+        assert_eq!(parse_oom_kills("pgfault 10\noom_kill 7\npgmajfault 2\n"), 7);
+        assert_eq!(parse_oom_kills("pgfault 10\n"), 0);
+    }
+
+    #[test]
+    fn allocation_failures_read_as_oom() {
+        assert!(looks_oom(
+            "; stderr tail: memory allocation of 16777216 bytes failed"
+        ));
+        assert!(looks_oom(
+            "terminate called after throwing an instance of 'std::bad_alloc'"
+        ));
+        assert!(looks_oom("CUDA error: out of memory"));
+        assert!(!looks_oom("segmentation fault"));
+    }
+
+    #[test]
+    fn exit_statuses_are_named() {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            describe_status(ExitStatus::from_raw(libc::SIGSEGV)),
+            "was killed by SIGSEGV"
+        );
+        assert_eq!(
+            describe_status(ExitStatus::from_raw(3 << 8)),
+            "exited with code 3"
+        );
+        assert_eq!(
+            describe_status(ExitStatus::from_raw(64)),
+            "was killed by signal 64"
+        );
+    }
 }

@@ -265,7 +265,13 @@ async fn event_loop(
             }
             _ = shutdown.changed() => {}
             _ = sleep_until(drain_deadline.unwrap_or(far)) => {
-                tracing::warn!(target: "worker", "drain timeout: closing with job {} still running", w.jobs.current().unwrap_or("?"));
+                // Hand unfinished jobs back so the studio can requeue them now.
+                for job_id in w.jobs.held() {
+                    tracing::warn!(target: "worker", job_id = %job_id, "drain timeout: giving job {job_id} back unfinished");
+                    let error = format!("worker shut down before the job finished (drain_timeout_secs = {})", w.cfg.drain_timeout_secs);
+                    let _ = send(sink, &WorkerFrame::Fail { job_id, error, retryable: true }).await;
+                }
+                flush_logs(sink).await;
                 close(sink, "session ended").await;
                 return SessionEnd::Shutdown;
             }

@@ -266,9 +266,20 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         if outcome.is_ok() { "stopped" } else { "ended" },
         outcome.as_ref().err().map(|e| format!("{e:#}")),
     );
-    // Closing the request channel stops the executor, which stops runners.
+    // Closing the request channel stops an idle executor, which stops its
+    // runners gracefully; one still busy (drain timed out) is aborted, and
+    // dropping its pool kills the runner groups.
+    let busy = !worker.jobs.is_empty();
     drop(worker);
-    let _ = tokio::time::timeout(Duration::from_secs(10), exec_task).await;
+    let abort = exec_task.abort_handle();
+    let grace = if busy {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(5)
+    };
+    if tokio::time::timeout(grace, exec_task).await.is_err() {
+        abort.abort();
+    }
     outcome
 }
 
