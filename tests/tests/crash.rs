@@ -264,21 +264,29 @@ async fn repeated_failures_pause_claiming_for_a_cool_down() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_runner_outlives_a_sigkilled_supervisor() {
+async fn no_runner_or_grandchild_outlives_a_sigkilled_supervisor() {
     let studio = FakeStudio::start().await;
-    let (_home, mut worker) = start_worker(&studio, FAST, FAULTS).await;
-    // A video job: the runner has an ffmpeg grandchild while it works.
-    studio.offer(claim_with(
+    let (_home, mut worker) = start_worker(&studio, FAST, &[]).await;
+    // A long mp4: the runner pipes frames into an ffmpeg grandchild.
+    studio.offer(claim(
         "orphan",
-        "fault:slow:20000",
-        serde_json::json!({"kind": "video", "prompt": "x", "seconds": 1.0, "fps": 2, "width": 16, "height": 16, "ext": "mp4"}),
+        serde_json::json!({"kind": "video", "prompt": "x", "seconds": 60.0, "fps": 30, "width": 640, "height": 480, "ext": "mp4"}),
     ));
     studio.wait_frame("accept", "orphan").await;
     let runner = runner_of(&worker).await;
+    let mut ffmpeg = Vec::new();
+    for _ in 0..500 {
+        ffmpeg = children_of(runner);
+        if !ffmpeg.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(ffmpeg.len(), 1, "ffmpeg grandchild running");
     worker.signal(libc::SIGKILL);
     let _ = worker.wait_exit(Duration::from_secs(5)).await;
-    let left = wait_gone(&[runner], Duration::from_secs(3)).await;
-    assert!(left.is_empty(), "runner {runner} outlived the supervisor");
+    let left = wait_gone(&[runner, ffmpeg[0]], Duration::from_secs(3)).await;
+    assert!(left.is_empty(), "outlived the supervisor: {left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
