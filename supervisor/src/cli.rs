@@ -46,6 +46,15 @@ pub enum Command {
     },
     /// Run one job locally through the runner, with no studio.
     Job(Box<JobArgs>),
+    /// Download and verify a model's files into the model cache.
+    FetchModel {
+        /// Model id (names the cache directory).
+        #[arg(long)]
+        model: String,
+        /// The `modelSource` as JSON, or a path to a JSON file.
+        #[arg(long)]
+        source: String,
+    },
 }
 
 /// Job kinds on the command line.

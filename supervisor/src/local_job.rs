@@ -13,6 +13,8 @@ use studio_protocol::studio::{
 use crate::cli::{JobArgs, KindArg};
 use crate::config::Config;
 use crate::jobs::{Executor, JobData};
+use crate::models::ModelCache;
+use crate::progress::TermBar;
 use crate::runner::{Backoff, EngineCatalog, Limits, RunnerPool};
 
 fn need(v: &Option<String>, flag: &str, kind: &str) -> anyhow::Result<String> {
@@ -99,12 +101,20 @@ pub async fn run(cfg: &Config, args: JobArgs) -> anyhow::Result<()> {
         Limits::from_config(cfg),
         Backoff::from_config(cfg),
     );
-    let mut exec = Executor::new(pool, http, true);
+    let cache = ModelCache::new(
+        cfg.models_root(),
+        Duration::from_secs(cfg.stall_timeout_secs.max(1)),
+    );
+    let mut exec = Executor::new(pool, cache, http, true);
     let started = Instant::now();
-    let mut on_event = |ev: crate::runner::RunEvent| {
-        if let crate::runner::RunEvent::Started { pid, epoch, .. } = ev {
+    let mut bar = TermBar::new("model");
+    let mut on_event = |ev: crate::runner::RunEvent| match ev {
+        crate::runner::RunEvent::Started { pid, epoch, .. } => {
+            bar.finish();
             tracing::debug!(target: "job", "on runner pid {pid} (epoch {epoch})");
         }
+        crate::runner::RunEvent::Downloading { done, total } => bar.show(done, total),
+        crate::runner::RunEvent::Progress { .. } => {}
     };
     let result = exec.execute(&claim, &mut on_event).await;
     exec.pool().shutdown(Duration::from_secs(2)).await;

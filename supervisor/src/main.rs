@@ -8,6 +8,8 @@ mod fetch;
 mod jobs;
 mod local_job;
 mod logship;
+mod models;
+mod progress;
 mod register;
 mod runner;
 mod session;
@@ -150,6 +152,30 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             update(&path, |c| c.vram_threshold_gb = value)?;
             println!("vram threshold set to {value} GB");
+            Ok(())
+        }
+        Command::FetchModel { model, source } => {
+            let cfg = Config::load(&path)?;
+            let text = if std::path::Path::new(&source).is_file() {
+                std::fs::read_to_string(&source).with_context(|| format!("cannot read {source}"))?
+            } else {
+                source.clone()
+            };
+            let source: studio_protocol::studio::ModelSource =
+                serde_json::from_str(&text).context("--source is not a modelSource JSON object")?;
+            let cache = models::ModelCache::new(
+                cfg.models_root(),
+                std::time::Duration::from_secs(cfg.stall_timeout_secs.max(1)),
+            );
+            let mut bar = progress::TermBar::new(&model);
+            let mut on_progress = |p: models::DownloadProgress<'_>| bar.show(p.done, p.total);
+            let files = cache
+                .ensure(&source.engine, &model, &source.files, &mut on_progress)
+                .await;
+            bar.finish();
+            for (name, path) in files? {
+                println!("{name}\t{path}");
+            }
             Ok(())
         }
         Command::Job(args) => {

@@ -37,6 +37,25 @@ pub enum Event {
     RegisterRequest(Value),
     /// An approval poll: the request id and the answer's status code.
     RegisterPoll(String, u16),
+    /// A GET of a served file: its name, the Range header, the status.
+    FileGet {
+        /// File name.
+        name: String,
+        /// The `Range` header, if any.
+        range: Option<String>,
+        /// Status answered.
+        status: u16,
+    },
+}
+
+/// A file served at `/files/<name>`.
+#[derive(Clone, Default)]
+struct ServedFile {
+    bytes: Vec<u8>,
+    /// The next full GET sends this many bytes, then drops the connection.
+    cut_after: Option<usize>,
+    /// Pause between 64 KiB chunks.
+    throttle: Option<Duration>,
 }
 
 /// The operator's decision on an approval request.
@@ -96,7 +115,7 @@ struct Inner {
     session: Option<mpsc::UnboundedSender<Command>>,
     sessions: usize,
     upload_statuses: VecDeque<u16>,
-    files: HashMap<String, Vec<u8>>,
+    files: HashMap<String, ServedFile>,
     feed: Option<Feed>,
     ack_heartbeats: bool,
     record_frames: bool,
@@ -206,9 +225,44 @@ impl FakeStudio {
         format!("http://{}/files/{name}", self.addr)
     }
 
-    /// Serves `bytes` at `/files/<name>`.
+    /// Serves `bytes` at `/files/<name>` (with Range support).
     pub fn serve_file(&self, name: &str, bytes: Vec<u8>) {
-        self.shared.lock().files.insert(name.into(), bytes);
+        self.shared.lock().files.insert(
+            name.into(),
+            ServedFile {
+                bytes,
+                ..Default::default()
+            },
+        );
+    }
+
+    /// The next full download of `name` breaks after `bytes` bytes.
+    pub fn cut_file_after(&self, name: &str, bytes: usize) {
+        if let Some(f) = self.shared.lock().files.get_mut(name) {
+            f.cut_after = Some(bytes);
+        }
+    }
+
+    /// Slows downloads of `name`: `pause` between 64 KiB chunks.
+    pub fn throttle_file(&self, name: &str, pause: Duration) {
+        if let Some(f) = self.shared.lock().files.get_mut(name) {
+            f.throttle = Some(pause);
+        }
+    }
+
+    /// GETs of a served file so far: (Range header, status).
+    pub fn file_gets(&self, name: &str) -> Vec<(Option<String>, u16)> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::FileGet {
+                    name: n,
+                    range,
+                    status,
+                } if n == name => Some((range, status)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The next uploads answer these statuses (then 200).
@@ -721,11 +775,100 @@ async fn register(
     Json(json!({"workerId": id, "authToken": token})).into_response()
 }
 
-async fn file(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
-    match shared.lock().files.get(&name) {
-        Some(b) => b.clone().into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
+async fn file(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let range = headers
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let served = {
+        let mut i = shared.lock();
+        match i.files.get_mut(&name) {
+            Some(f) => {
+                let copy = f.clone();
+                if range.is_none() {
+                    f.cut_after = None;
+                }
+                Some(copy)
+            }
+            None => None,
+        }
+    };
+    let Some(f) = served else {
+        shared.push(Event::FileGet {
+            name,
+            range,
+            status: 404,
+        });
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let total = f.bytes.len();
+    let start = range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<usize>().ok());
+    let (status, from) = match start {
+        Some(s) if s < total => (StatusCode::PARTIAL_CONTENT, s),
+        Some(_) => {
+            shared.push(Event::FileGet {
+                name,
+                range,
+                status: 416,
+            });
+            return StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+        }
+        None => (StatusCode::OK, 0),
+    };
+    shared.push(Event::FileGet {
+        name,
+        range,
+        status: status.as_u16(),
+    });
+    let body = f.bytes[from..].to_vec();
+    let cut = if from == 0 { f.cut_after } else { None };
+    let throttle = f.throttle;
+    // Stream in 64 KiB chunks; a cut ends the stream with an error, which
+    // drops the connection mid-body.
+    let stream = futures_util::stream::unfold((body, 0usize), move |(body, sent)| async move {
+        if sent >= body.len() {
+            return None;
+        }
+        if let Some(limit) = cut {
+            if sent >= limit {
+                return Some((Err(std::io::Error::other("cut")), (body, usize::MAX)));
+            }
+        }
+        if let Some(p) = throttle {
+            tokio::time::sleep(p).await;
+        }
+        let mut end = (sent + 64 * 1024).min(body.len());
+        if let Some(limit) = cut {
+            end = end.min(limit.max(sent + 1));
+        }
+        let chunk = Bytes::copy_from_slice(&body[sent..end]);
+        Some((Ok(chunk), (body, end)))
+    });
+    let mut resp = axum::body::Body::from_stream(stream).into_response();
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        "content-length",
+        (total - from).to_string().parse().expect("header"),
+    );
+    h.insert("accept-ranges", "bytes".parse().expect("header"));
+    if status == StatusCode::PARTIAL_CONTENT {
+        h.insert(
+            "content-range",
+            format!("bytes {from}-{}/{total}", total - 1)
+                .parse()
+                .expect("header"),
+        );
     }
+    resp
 }
 
 async fn register_request(State(shared): State<Arc<Shared>>, Json(body): Json<Value>) -> Response {

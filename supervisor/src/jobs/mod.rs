@@ -12,6 +12,7 @@ use studio_protocol::runner::{ErrorClass, JobOutput, JobRequest};
 use studio_protocol::studio::{JobOfferClaim, Task};
 
 use crate::fetch::fetch_input;
+use crate::models::{DownloadProgress, ModelCache};
 use crate::runner::{RunEvent, RunnerPool};
 
 /// What a job produced, ready to deliver.
@@ -80,12 +81,19 @@ pub struct Executor {
     allow_local_inputs: bool,
     /// Recent jobs that killed a runner, with how often.
     crashes: VecDeque<(String, u32)>,
+    /// Where `modelSource.files` are fetched to.
+    cache: ModelCache,
 }
 
 impl Executor {
     /// An executor over `pool`. `allow_local_inputs` lets inputs name local
     /// files (only for `studio-worker job`, never for studio offers).
-    pub fn new(pool: RunnerPool, http: reqwest::Client, allow_local_inputs: bool) -> Self {
+    pub fn new(
+        pool: RunnerPool,
+        cache: ModelCache,
+        http: reqwest::Client,
+        allow_local_inputs: bool,
+    ) -> Self {
         let scratch_root =
             std::env::temp_dir().join(format!("studio-worker-{}", std::process::id()));
         Self {
@@ -94,6 +102,7 @@ impl Executor {
             scratch_root,
             allow_local_inputs,
             crashes: VecDeque::new(),
+            cache,
         }
     }
 
@@ -148,6 +157,23 @@ impl Executor {
             .catalog()
             .check(&claim.model_source.engine, claim.task.kind())
             .map_err(|f| err(f.class, f.message))?;
+        let model_files = {
+            let mut on_download = |p: DownloadProgress<'_>| {
+                on_event(RunEvent::Downloading {
+                    done: p.done,
+                    total: p.total,
+                })
+            };
+            self.cache
+                .ensure(
+                    &claim.model_source.engine,
+                    &claim.model,
+                    &claim.model_source.files,
+                    &mut on_download,
+                )
+                .await
+                .map_err(|e| err(e.class(), e.to_string()))?
+        };
         let mut inputs = BTreeMap::new();
         for (field, source) in input_urls(&claim.task) {
             let path = fetch_input(&self.http, field, source, scratch, self.allow_local_inputs)
@@ -168,7 +194,7 @@ impl Executor {
             task: claim.task.clone(),
             model: claim.model.clone(),
             model_source: claim.model_source.clone(),
-            model_files: BTreeMap::new(),
+            model_files,
             inputs,
             scratch_dir: Some(scratch.to_string_lossy().into_owned()),
         };

@@ -16,8 +16,10 @@ use tokio::time::Instant;
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobPhase {
-    /// Accepted, inputs being fetched, no runner yet.
+    /// Accepted, no runner yet.
     Accepted,
+    /// Model files being downloaded.
+    Downloading,
     /// On a runner, model loading.
     Loading,
     /// On a runner, running.
@@ -31,6 +33,7 @@ impl JobPhase {
     pub fn as_str(self) -> &'static str {
         match self {
             JobPhase::Accepted => "accepted",
+            JobPhase::Downloading => "downloading",
             JobPhase::Loading => "loading",
             JobPhase::Running => "running",
             JobPhase::Uploading => "uploading",

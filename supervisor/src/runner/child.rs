@@ -85,6 +85,13 @@ pub enum RunEvent {
         /// Hard deadline.
         deadline: Instant,
     },
+    /// Model files are being fetched (before any runner has the job).
+    Downloading {
+        /// Bytes of the current file on disk.
+        done: u64,
+        /// Its size (0 when unknown).
+        total: u64,
+    },
     /// The engine moved forward.
     Progress {
         /// Loading or running.

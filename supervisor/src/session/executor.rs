@@ -89,6 +89,7 @@ pub async fn run(
         };
         // Forward phase changes (not every progress tick) to the table.
         let mut last = JobPhase::Accepted;
+        let (mut last_decile, mut last_done) = (u64::MAX, 0u64);
         let events_tx = tx.clone();
         let mut on_event = |ev: RunEvent| {
             let (p, runner, deadline) = match ev {
@@ -101,6 +102,16 @@ pub async fn run(
                     Some(RunnerRef { pid, epoch }),
                     Some(deadline),
                 ),
+                RunEvent::Downloading { done, total } => {
+                    // A log line per 10 % (and per new file).
+                    let decile = (done * 10).checked_div(total).unwrap_or(0);
+                    if decile != last_decile || done < last_done {
+                        last_decile = decile;
+                        tracing::info!(target: "job", job_id = %job_id, "downloading model files: {} of {} MB", done >> 20, total >> 20);
+                    }
+                    last_done = done;
+                    (JobPhase::Downloading, None, None)
+                }
                 RunEvent::Progress {
                     phase: Phase::Loading,
                     ..

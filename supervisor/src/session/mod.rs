@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::deliver::UploadTarget;
 use crate::jobs::table::JobTable;
 use crate::jobs::Executor;
+use crate::models::ModelCache;
 use crate::runner::{Backoff, EngineCatalog, Limits, RunnerPool};
 
 pub use connection::SessionEnd;
@@ -231,7 +232,11 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         Limits::from_config(&cfg),
         Backoff::from_config(&cfg),
     );
-    let executor = Executor::new(pool, http.clone(), false);
+    let cache = ModelCache::new(
+        cfg.models_root(),
+        Duration::from_secs(cfg.stall_timeout_secs.max(1)),
+    );
+    let executor = Executor::new(pool, cache, http.clone(), false);
     let exec_task = tokio::spawn(executor::run(
         executor,
         exec_rx,

@@ -1,0 +1,41 @@
+//! An exclusive advisory lock on a file (`flock`), held while one process
+//! downloads a model file; other jobs and processes wait for it.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::Duration;
+
+/// Holds the lock until dropped (closing the file releases it).
+pub struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    /// Takes the lock on `path`, polling every 100 ms; `on_wait` is called
+    /// once if another holder makes us wait.
+    pub async fn acquire(path: &Path, mut on_wait: impl FnMut()) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        let mut told = false;
+        loop {
+            // SAFETY: flock on a descriptor we own.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                return Ok(Self { _file: file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(err);
+            }
+            if !told {
+                on_wait();
+                told = true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
