@@ -94,13 +94,7 @@ pub async fn upload(
             Ok(resp) if resp.status().is_success() => return Ok(()),
             Ok(resp) => {
                 let status = resp.status();
-                let body: String = resp
-                    .text()
-                    .await
-                    .unwrap_or_default()
-                    .chars()
-                    .take(300)
-                    .collect();
+                let body = body_snippet(resp).await;
                 if status.is_client_error() {
                     return Err(UploadError::Refused {
                         status: status.as_u16(),
@@ -123,6 +117,16 @@ pub async fn upload(
         }
     }
     Err(UploadError::Exhausted { attempts, last })
+}
+
+/// Up to 300 characters of an error response's body, for logs and errors.
+pub async fn body_snippet(resp: reqwest::Response) -> String {
+    resp.text()
+        .await
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect()
 }
 
 /// Keeps an undelivered result in `dir` as `<job id>.<ext>`, pruning the

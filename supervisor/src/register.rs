@@ -47,13 +47,7 @@ pub async fn register(
         .with_context(|| format!("cannot reach {url}"))?;
     let status = resp.status();
     if !status.is_success() {
-        let text: String = resp
-            .text()
-            .await
-            .unwrap_or_default()
-            .chars()
-            .take(300)
-            .collect();
+        let text = crate::deliver::body_snippet(resp).await;
         if status.as_u16() == 401 || status.as_u16() == 403 {
             bail!("registration refused: the bootstrap token was not accepted (HTTP {status})");
         }

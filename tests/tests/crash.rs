@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use studio_worker_tests::claims::{claim, claim_with, image, llm};
-use studio_worker_tests::proc::{alive, children_of, wait_gone, WorkerProc};
+use studio_worker_tests::proc::{alive, children_of, fd_count, wait_gone, WorkerProc};
 use studio_worker_tests::start_worker;
 use studio_worker_tests::studio::{Event, FakeStudio};
 
@@ -22,12 +22,6 @@ async fn runner_of(worker: &WorkerProc) -> u32 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("no runner child appeared");
-}
-
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
 }
 
 async fn healthy_job_works(studio: &FakeStudio, id: &str) {

@@ -280,19 +280,26 @@ fn check_shape(task: &Task, data: &JobData) -> Result<(), String> {
 
 /// A job id safe to use as a file name.
 pub fn sanitise(id: &str) -> String {
-    let s: String = id
+    safe_name(id, "job")
+}
+
+/// `s` with everything but ASCII letters, digits, `-`, `_` and `.` turned
+/// into `_`, prefixed with `prefix` when empty or hidden (leading dot): one
+/// path component that cannot escape its directory.
+pub fn safe_name(s: &str, prefix: &str) -> String {
+    let clean: String = s
         .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
                 c
             } else {
                 '_'
             }
         })
         .collect();
-    if s.is_empty() || s.starts_with('.') {
-        format!("job{s}")
+    if clean.is_empty() || clean.starts_with('.') {
+        format!("{prefix}{clean}")
     } else {
-        s
+        clean
     }
 }

@@ -162,21 +162,7 @@ pub fn check_filename(name: &str) -> Result<(), DownloadError> {
 
 /// A model id or engine name as one safe directory name.
 fn dir_name(s: &str) -> String {
-    let d: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if d.is_empty() || d.starts_with('.') {
-        format!("m{d}")
-    } else {
-        d
-    }
+    crate::jobs::safe_name(s, "m")
 }
 
 fn free_bytes(dir: &Path) -> Option<u64> {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use studio_worker_tests::claims::{claim, claim_with, image};
-use studio_worker_tests::proc::{children_of, rss_kib};
+use studio_worker_tests::proc::{children_of, fd_count, percentile, rss_kib};
 use studio_worker_tests::start_worker;
 use studio_worker_tests::studio::FakeStudio;
 
@@ -23,21 +23,8 @@ const FAULTS: &[(&str, &str)] = &[
     ("STUDIO_WORKER_LOG", "warn"),
 ];
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -92,14 +79,14 @@ async fn main() {
     println!("| --- | ---: | ---: | ---: | ---: |");
     println!(
         "| SIGKILL → studio has `fail` | {} | {} | {} | p50 < 100 ms |",
-        ms(pct(&to_fail, 0.5)),
-        ms(pct(&to_fail, 0.99)),
+        ms(percentile(&to_fail, 0.5)),
+        ms(percentile(&to_fail, 0.99)),
         ms(*to_fail.last().unwrap())
     );
     println!(
         "| `fail` → next job's result (fresh runner) | {} | {} | {} | < 500 ms |",
-        ms(pct(&to_next, 0.5)),
-        ms(pct(&to_next, 0.99)),
+        ms(percentile(&to_next, 0.5)),
+        ms(percentile(&to_next, 0.99)),
         ms(*to_next.last().unwrap())
     );
     drop(worker);

@@ -18,17 +18,9 @@ use studio_protocol::runner::{
 };
 use studio_protocol::studio::{ImageTask, ModelSource, Task};
 use studio_worker_tests::claims::{claim, image, llm};
-use studio_worker_tests::proc::{bin, children_of, rss_kib};
+use studio_worker_tests::proc::{bin, children_of, percentile, rss_kib};
 use studio_worker_tests::start_worker;
 use studio_worker_tests::studio::FakeStudio;
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
@@ -135,8 +127,8 @@ async fn main() {
         println!(
             "| {size}×{size} png | {iters} | {} KiB | {} | {} |",
             bytes / 1024,
-            ms(pct(&t, 0.5)),
-            ms(pct(&t, 0.99))
+            ms(percentile(&t, 0.5)),
+            ms(percentile(&t, 0.99))
         );
     }
 
@@ -181,8 +173,8 @@ async fn main() {
         "| throughput | {:.0} jobs/s |",
         lat.len() as f64 / elapsed.as_secs_f64()
     );
-    println!("| offer → result p50 | {} |", ms(pct(&sorted, 0.5)));
-    println!("| offer → result p99 | {} |", ms(pct(&sorted, 0.99)));
+    println!("| offer → result p50 | {} |", ms(percentile(&sorted, 0.5)));
+    println!("| offer → result p99 | {} |", ms(percentile(&sorted, 0.99)));
     println!(
         "| offer → result max | {} |",
         ms(*sorted.last().unwrap_or(&Duration::ZERO))
