@@ -37,6 +37,14 @@ struct Args {
 }
 
 fn main() {
+    // Native engine families live in sibling binaries (each bundles its own
+    // ggml); hand over to the one that hosts the asked-for engine, with
+    // its own flags, before parsing ours.
+    if let Some(engine) = engine_arg() {
+        if !engines::AVAILABLE.contains(&engine.as_str()) {
+            delegate(&engine);
+        }
+    }
     let args = Args::parse();
     if !args.stdio {
         eprintln!("engine-runner: nothing to do; pass --stdio (see --help)");
@@ -78,4 +86,40 @@ fn main() {
         }
     };
     std::process::exit(serve(channel, mode, engine));
+}
+
+/// Replaces this process with the sibling runner for `engine`, passing the
+/// same arguments; returns only if there is none.
+fn delegate(engine: &str) {
+    use std::os::unix::process::CommandExt;
+    let family = match engine {
+        "sd-cpp" => "engine-runner-sd",
+        _ => return,
+    };
+    let Some(path) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join(family)))
+    else {
+        return;
+    };
+    if !path.is_file() {
+        return;
+    }
+    let err = std::process::Command::new(&path)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    eprintln!("engine-runner: cannot start {}: {err}", path.display());
+    std::process::exit(2);
+}
+
+/// The value of `--engine` on the command line, if any.
+fn engine_arg() -> Option<String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--engine=").map(str::to_string).or_else(|| {
+            (a == "--engine")
+                .then(|| args.get(i + 1).cloned())
+                .flatten()
+        })
+    })
 }

@@ -118,6 +118,9 @@ pub struct Config {
     pub job_timeout_secs: u64,
     /// A runner that answers no ping for this long is killed.
     pub ping_timeout_secs: u64,
+    /// CPU threads per native engine (default: physical cores).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_threads: Option<u32>,
     /// Host memory cap per runner in MB (none by default).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine_memory_limit_mb: Option<u64>,
@@ -163,6 +166,7 @@ impl Default for Config {
             stall_timeout_secs: 300,
             job_timeout_secs: 1800,
             ping_timeout_secs: 30,
+            engine_threads: None,
             engine_memory_limit_mb: None,
             max_consecutive_failures: 5,
             failure_cooldown_secs: 300,

@@ -91,7 +91,7 @@ pub async fn run(cfg: &Config, args: JobArgs) -> anyhow::Result<()> {
         task,
         model_source: source,
     };
-    let catalog = EngineCatalog::discover(crate::session::runner_path(cfg));
+    let catalog = EngineCatalog::discover(cfg);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;

@@ -85,7 +85,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             api_base_url,
         } => {
             let cfg = Config::load(&path)?;
-            let catalog = runner::EngineCatalog::discover(session::runner_path(&cfg));
+            let catalog = runner::EngineCatalog::discover(&cfg);
             let id = register::register(
                 &path,
                 cfg,

@@ -12,6 +12,7 @@
 pub mod claims;
 pub mod proc;
 pub mod studio;
+pub mod tiny_sd;
 
 use std::time::Duration;
 

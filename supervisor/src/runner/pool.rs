@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+use crate::config::Config;
 use std::time::Duration;
 
 use studio_protocol::runner::{ErrorClass, JobOutput, JobRequest};
@@ -20,16 +22,38 @@ pub struct EngineCatalog {
 
 impl EngineCatalog {
     /// Engines served by the `engine-runner` binary at `runner`.
-    pub fn discover(runner: PathBuf) -> Self {
+    /// Runner binaries sit beside each other: `engine-runner` (synthetic)
+    /// and one `engine-runner-<family>` per native engine family that was
+    /// built (`engine-runner-sd` for stable-diffusion.cpp).
+    pub fn discover(cfg: &Config) -> Self {
+        let runner = crate::session::runner_path(cfg);
+        let threads: Vec<String> = cfg
+            .engine_threads
+            .map(|t| vec!["--threads".into(), t.to_string()])
+            .unwrap_or_default();
         let mut entries = BTreeMap::new();
         entries.insert(
             Engine::Synthetic.as_str().to_string(),
             (
-                runner,
+                runner.clone(),
                 vec!["--stdio".into(), "--engine".into(), "synthetic".into()],
                 TaskKind::ALL.to_vec(),
             ),
         );
+        let sibling = |name: &str| {
+            runner
+                .parent()
+                .map(|d| d.join(name))
+                .filter(|p| p.is_file())
+        };
+        if let Some(sd) = sibling("engine-runner-sd") {
+            let mut args = vec!["--stdio".to_string()];
+            args.extend(threads.iter().cloned());
+            entries.insert(
+                Engine::SdCpp.as_str().to_string(),
+                (sd, args, vec![TaskKind::Image]),
+            );
+        }
         Self { entries }
     }
 

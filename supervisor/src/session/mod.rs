@@ -177,7 +177,7 @@ async fn wait_for_credentials(
             return Ok(cfg);
         }
         if tokio::time::Instant::now() >= next_step {
-            let catalog = EngineCatalog::discover(runner_path(&cfg));
+            let catalog = EngineCatalog::discover(&cfg);
             let poll = Duration::from_secs(cfg.registration_poll_secs.max(1));
             if let Some(token) = cfg.bootstrap_token.clone() {
                 let base = cfg.api_base_url.clone();
@@ -214,7 +214,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     spawn_signal_watch(sig_tx)?;
     let cfg = wait_for_credentials(&config_path, &mut shutdown).await?;
     let host = HostFacts::probe();
-    let catalog = EngineCatalog::discover(runner_path(&cfg));
+    let catalog = EngineCatalog::discover(&cfg);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;
