@@ -79,7 +79,7 @@ impl WorkerHome {
         let log = Arc::new(Mutex::new(String::new()));
         let mut stderr = child.stderr.take().expect("stderr");
         let sink = log.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut buf = [0u8; 8192];
             while let Ok(n) = stderr.read(&mut buf).await {
                 if n == 0 {
@@ -91,7 +91,7 @@ impl WorkerHome {
             }
         });
         let pid = child.id().unwrap_or(0);
-        WorkerProc { child, pid, log }
+        WorkerProc { child, pid, log, reader: Some(reader) }
     }
 }
 
@@ -101,6 +101,7 @@ pub struct WorkerProc {
     pub child: Child,
     pid: u32,
     log: Arc<Mutex<String>>,
+    reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl WorkerProc {
