@@ -91,7 +91,12 @@ impl WorkerHome {
             }
         });
         let pid = child.id().unwrap_or(0);
-        WorkerProc { child, pid, log, reader: Some(reader) }
+        WorkerProc {
+            child,
+            pid,
+            log,
+            reader: Some(reader),
+        }
     }
 }
 
@@ -115,15 +120,20 @@ impl WorkerProc {
         self.log.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// Waits for exit; panics after `timeout` with the log.
+    /// Waits for exit (and for its last stderr line); panics after
+    /// `timeout` with the log.
     pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        match tokio::time::timeout(timeout, self.child.wait()).await {
+        let status = match tokio::time::timeout(timeout, self.child.wait()).await {
             Ok(Ok(s)) => s,
             _ => panic!(
                 "worker did not exit within {timeout:?}; log:\n{}",
                 self.log()
             ),
+        };
+        if let Some(reader) = self.reader.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
         }
+        status
     }
 
     /// Sends a signal.
