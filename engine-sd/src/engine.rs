@@ -301,9 +301,15 @@ fn load_inputs(job: &JobRequest, width: u32, height: u32) -> Result<Inputs, Engi
         let Some(path) = job.inputs.get(field) else {
             return Ok(None);
         };
-        image::open(path).map(Some).map_err(|e| {
-            EngineError::bad_input(format!("task.{field}: not a readable image ({e})"))
-        })
+        // Fetched inputs have no extension: sniff the format from the bytes.
+        let bad =
+            |e: String| EngineError::bad_input(format!("task.{field}: not a readable image ({e})"));
+        image::ImageReader::open(path)
+            .and_then(|r| r.with_guessed_format())
+            .map_err(|e| bad(e.to_string()))?
+            .decode()
+            .map(Some)
+            .map_err(|e| bad(e.to_string()))
     };
     let fit = |img: image::DynamicImage| {
         img.resize_exact(width, height, image::imageops::FilterType::Triangle)

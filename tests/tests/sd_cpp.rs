@@ -1,0 +1,151 @@
+//! stable-diffusion.cpp end to end: the real `engine-runner-sd` running the
+//! real library on a tiny random-weight Z-Image model whose files the fake
+//! studio serves over loopback. The images are noise; the tests check size,
+//! format, determinism, model reuse and swaps, img2img and errors.
+//!
+//! One test function: engine work runs one job at a time, 1 thread.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use studio_worker_tests::start_worker;
+use studio_worker_tests::studio::{FakeStudio, Upload};
+use studio_worker_tests::tiny_sd;
+
+fn source(studio: &FakeStudio, m: &tiny_sd::TinyZImage) -> Value {
+    let mut files = Vec::new();
+    for (role, path) in [
+        ("diffusion-model", &m.diffusion),
+        ("text-encoder", &m.text_encoder),
+        ("taesd", &m.taesd),
+    ] {
+        let bytes = std::fs::read(path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        files.push(json!({"role": role, "url": studio.file_url(&name), "filename": name, "approxBytes": bytes.len(), "sha256": hex::encode(Sha256::digest(&bytes))}));
+        studio.serve_file(&name, bytes);
+    }
+    json!({"engine": "sd-cpp", "files": files, "cliDefaults": {"cfgScale": 1.0, "steps": 4, "width": 128, "height": 128, "samplingMethod": "euler"}})
+}
+
+fn offer(id: &str, model: &str, src: &Value, task: Value) -> Value {
+    json!({"jobId": id, "gameId": "g", "assetName": format!("g/{id}"), "model": model, "vramGbEstimate": 1.0, "task": task, "modelSource": src})
+}
+
+fn loads(studio: &FakeStudio) -> Vec<String> {
+    studio
+        .frames("logBatch")
+        .iter()
+        .flat_map(|b| b["entries"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| {
+            e["message"]
+                .as_str()
+                .filter(|m| m.contains("(load #"))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+async fn image_of(studio: &FakeStudio, id: &str) -> (Upload, image::DynamicImage) {
+    let up = studio.wait_upload(id).await;
+    let img = image::load_from_memory(&up.bytes).unwrap_or_else(|e| panic!("{id}: {e}"));
+    (up, img)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sd_cpp_generates_reuses_swaps_and_edits() {
+    let dir = tempfile::tempdir().unwrap();
+    let m1 = tiny_sd::write(&dir.path().join("m1"), 1).unwrap();
+    let m2 = tiny_sd::write(&dir.path().join("m2"), 2).unwrap();
+    let studio = FakeStudio::start().await;
+    let (_home, worker) = start_worker(&studio, "engine_threads = 1\n", &[]).await;
+    let hello = studio.wait_frame("hello", "").await;
+    assert!(
+        hello["capabilities"]["supportedModelsPerKind"]["image"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("sd-cpp:*")),
+        "{hello}"
+    );
+    let src1 = source(&studio, &m1);
+    let src2 = source(&studio, &m2);
+    let txt = |ext: &str, w: u32, h: u32| json!({"kind": "image", "prompt": "a stone golem", "width": w, "height": h, "seed": 7, "ext": ext});
+
+    // txt2img, then the same job again: same bytes, no second load.
+    studio.offer(offer("sd-1", "tiny", &src1, txt("png", 128, 128)));
+    let (first, img) = image_of(&studio, "sd-1").await;
+    assert_eq!((img.width(), img.height()), (128, 128));
+    assert_eq!(first.ext, "png");
+    studio.offer(offer("sd-2", "tiny", &src1, txt("png", 128, 128)));
+    let (second, _) = image_of(&studio, "sd-2").await;
+    assert!(
+        first.bytes == second.bytes,
+        "a fixed seed gives identical bytes"
+    );
+    for (id, ext, w, h) in [("sd-webp", "webp", 128, 64), ("sd-jpg", "jpg", 64, 128)] {
+        studio.offer(offer(id, "tiny", &src1, txt(ext, w, h)));
+        let (up, img) = image_of(&studio, id).await;
+        assert_eq!((up.ext.as_str(), img.width(), img.height()), (ext, w, h));
+    }
+    // cliDefaults fill what the task leaves out (128×128 here).
+    studio.offer(offer(
+        "sd-defaults",
+        "tiny",
+        &src1,
+        json!({"kind": "image", "prompt": "p", "seed": 1, "ext": "png"}),
+    ));
+    let (_, img) = image_of(&studio, "sd-defaults").await;
+    assert_eq!((img.width(), img.height()), (128, 128));
+
+    // img2img from the first result.
+    studio.serve_file("init.png", first.bytes.clone());
+    let i2i = json!({"kind": "image", "prompt": "a stone golem", "width": 128, "height": 128, "seed": 7, "ext": "png", "initImageUrl": studio.file_url("init.png"), "denoise": 0.5});
+    studio.offer(offer("sd-i2i", "tiny", &src1, i2i));
+    let (edited, img) = image_of(&studio, "sd-i2i").await;
+    assert_eq!((img.width(), img.height()), (128, 128));
+    assert!(edited.bytes != first.bytes, "img2img changed the image");
+
+    // Bad input names the field; the runner survives it.
+    let mut bad = txt("png", 128, 128);
+    bad["samplingMethod"] = json!("sideways");
+    studio.offer(offer("sd-bad-sampler", "tiny", &src1, bad));
+    let fail = studio.wait_frame("fail", "sd-bad-sampler").await;
+    assert_eq!(fail["retryable"], false);
+    assert!(
+        fail["error"]
+            .as_str()
+            .unwrap()
+            .contains("task.samplingMethod"),
+        "{fail}"
+    );
+    studio.offer(offer("sd-bad-size", "tiny", &src1, txt("png", 100, 128)));
+    let fail = studio.wait_frame("fail", "sd-bad-size").await;
+    assert!(
+        fail["error"].as_str().unwrap().contains("multiples of 16"),
+        "{fail}"
+    );
+
+    // All of that on one load.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let l = loads(&studio);
+    assert_eq!(l.len(), 1, "one load for one model: {l:?}");
+    assert!(l[0].contains("(load #1)"));
+
+    // Another model: swapped in, different pixels.
+    studio.offer(offer("sd-swap", "tiny-2", &src2, txt("png", 128, 128)));
+    let (swapped, _) = image_of(&studio, "sd-swap").await;
+    assert!(swapped.bytes != first.bytes);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let l = loads(&studio);
+    assert_eq!(l.len(), 2, "{l:?}");
+    assert!(l[1].contains("(load #2)"));
+    assert!(
+        studio.frames("fail").len() == 2,
+        "only the two bad jobs failed"
+    );
+    assert!(
+        worker.log().contains("runner sd-cpp started"),
+        "{}",
+        worker.log()
+    );
+}
