@@ -11,6 +11,7 @@
 
 pub mod claims;
 pub mod proc;
+pub mod runner;
 pub mod studio;
 pub mod tiny_sd;
 
