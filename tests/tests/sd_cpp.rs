@@ -105,6 +105,21 @@ async fn sd_cpp_generates_reuses_swaps_and_edits() {
     assert_eq!((img.width(), img.height()), (128, 128));
     assert!(edited.bytes != first.bytes, "img2img changed the image");
 
+    // Inpaint: only the white half of the mask is repainted.
+    let mut mask = image::GrayImage::new(128, 128);
+    for (x, _, p) in mask.enumerate_pixels_mut() {
+        p.0[0] = if x < 64 { 255 } else { 0 };
+    }
+    let mut mask_png = std::io::Cursor::new(Vec::new());
+    mask.write_to(&mut mask_png, image::ImageFormat::Png)
+        .unwrap();
+    studio.serve_file("mask.png", mask_png.into_inner());
+    let inpaint = json!({"kind": "image", "prompt": "a stone golem", "width": 128, "height": 128, "seed": 7, "ext": "png", "initImageUrl": studio.file_url("init.png"), "maskUrl": studio.file_url("mask.png"), "denoise": 0.9});
+    studio.offer(offer("sd-inpaint", "tiny", &src1, inpaint));
+    let (painted, img) = image_of(&studio, "sd-inpaint").await;
+    assert_eq!((img.width(), img.height()), (128, 128));
+    assert!(painted.bytes != first.bytes);
+
     // Bad input names the field; the runner survives it.
     let mut bad = txt("png", 128, 128);
     bad["samplingMethod"] = json!("sideways");
