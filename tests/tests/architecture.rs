@@ -1,0 +1,76 @@
+//! Architecture invariants (ARCHITECTURE.md), checked over the real
+//! dependency graph with `cargo tree`.
+
+use std::process::Command;
+
+/// Normal (non-dev, non-build) dependencies of a workspace package.
+fn deps(package: &str) -> Vec<String> {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "--offline",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "-p",
+            package,
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "cargo tree -p {package}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+const NATIVE_ENGINES: &[&str] = &[
+    "diffusion-rs-sys",
+    "llama-cpp-2",
+    "llama-cpp-sys-2",
+    "whisper-rs",
+    "whisper-rs-sys",
+    "ort",
+    "ort-sys",
+];
+
+#[test]
+fn the_supervisor_links_no_inference_library() {
+    let d = deps("studio-worker");
+    for n in NATIVE_ENGINES {
+        assert!(!d.iter().any(|x| x == n), "studio-worker depends on {n}");
+    }
+    assert!(d.iter().any(|x| x == "studio-protocol"));
+}
+
+#[test]
+fn the_protocol_crate_does_no_io_policy() {
+    let d = deps("studio-protocol");
+    for n in ["tokio", "reqwest", "tokio-tungstenite", "hyper", "libc"] {
+        assert!(!d.iter().any(|x| x == n), "studio-protocol depends on {n}");
+    }
+}
+
+#[test]
+fn each_runner_binary_links_at_most_one_ggml() {
+    for (pkg, allowed) in [
+        ("engine-runner", None),
+        ("engine-runner-sd", Some("diffusion-rs-sys")),
+    ] {
+        let d = deps(pkg);
+        let native: Vec<&&str> = NATIVE_ENGINES
+            .iter()
+            .filter(|n| d.iter().any(|x| x == **n))
+            .collect();
+        match allowed {
+            None => assert!(native.is_empty(), "{pkg} links {native:?}"),
+            Some(one) => assert_eq!(native, vec![&one], "{pkg} links {native:?}"),
+        }
+    }
+}
