@@ -238,7 +238,8 @@ impl SdCpp {
             g.negative_prompt = negative.as_ptr();
             g.width = width as i32;
             g.height = height as i32;
-            g.seed = t.seed.map(|s| (s & i64::MAX as u64) as i64).unwrap_or(42);
+            // No seed: sd.cpp picks a random one (-1).
+            g.seed = t.seed.map(|s| (s & i64::MAX as u64) as i64).unwrap_or(-1);
             g.batch_count = 1;
             g.sample_params.sample_steps = steps as i32;
             g.sample_params.guidance.txt_cfg = cfg;
