@@ -114,7 +114,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("threshold:     {} GB", cfg.vram_threshold_gb);
             println!("enabled:       {}", cfg.auto_enabled);
             println!("models root:   {}", cfg.models_root().display());
-            println!("engines:       {}", runner::EngineCatalog::discover(&cfg).names().join(", "));
+            println!(
+                "engines:       {}",
+                runner::EngineCatalog::discover(&cfg).names().join(", ")
+            );
             match state::read(&path) {
                 Some(s) => println!(
                     "last session:  {} since {}{} (pid {})",
