@@ -129,4 +129,8 @@ pub struct JobArgs {
     /// Engine (modelSource.engine).
     #[arg(long, default_value = "synthetic")]
     pub engine: String,
+    /// A local model file as ROLE=PATH (diffusion-model, text-encoder,
+    /// vae, taesd, model, ...); repeat for each file.
+    #[arg(long = "file", value_name = "ROLE=PATH")]
+    pub files: Vec<String>,
 }

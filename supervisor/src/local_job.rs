@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use studio_protocol::studio::{
-    AudioSttTask, AudioTtsTask, ChatMessage, Engine, ImageTask, JobOfferClaim, LlmTask,
-    ModelSource, Task, VideoTask,
+    AudioSttTask, AudioTtsTask, ChatMessage, Engine, FileRole, ImageTask, JobOfferClaim, LlmTask,
+    ModelFile, ModelSource, Task, VideoTask,
 };
 
 use crate::cli::{JobArgs, KindArg};
@@ -76,12 +76,39 @@ pub fn task_from_args(a: &JobArgs) -> anyhow::Result<Task> {
     })
 }
 
+/// `ROLE=PATH` → a model file used in place.
+fn local_model_file(spec: &str) -> anyhow::Result<ModelFile> {
+    let (role, path) = spec
+        .split_once('=')
+        .with_context(|| format!("--file `{spec}`: expected ROLE=PATH"))?;
+    let role: FileRole = serde_json::from_value(serde_json::Value::String(role.to_string()))
+        .with_context(|| format!("--file `{spec}`: unknown role `{role}` (diffusion-model, text-encoder, vae, taesd, model, lora, config)"))?;
+    let path = std::fs::canonicalize(path)
+        .with_context(|| format!("--file `{spec}`: cannot open {path}"))?;
+    let filename = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let url = reqwest::Url::from_file_path(&path)
+        .map_err(|_| anyhow::anyhow!("--file `{spec}`: not an absolute path"))?;
+    Ok(ModelFile {
+        role,
+        url: url.to_string(),
+        filename,
+        approx_bytes: None,
+        sha256: None,
+    })
+}
+
 /// Runs the job and writes its result.
 pub async fn run(cfg: &Config, args: JobArgs) -> anyhow::Result<()> {
     let task = task_from_args(&args)?;
     task.validate().map_err(anyhow::Error::msg)?;
     let mut source = ModelSource::synthetic();
     source.engine = Engine::parse(&args.engine);
+    for spec in &args.files {
+        source.files.push(local_model_file(spec)?);
+    }
     let claim = JobOfferClaim {
         job_id: format!("local-{}", std::process::id()),
         game_id: "local".into(),
@@ -104,7 +131,8 @@ pub async fn run(cfg: &Config, args: JobArgs) -> anyhow::Result<()> {
     let cache = ModelCache::new(
         cfg.models_root(),
         Duration::from_secs(cfg.stall_timeout_secs.max(1)),
-    );
+    )
+    .allow_local_files();
     let mut exec = Executor::new(pool, cache, http, true);
     let started = Instant::now();
     let mut bar = TermBar::new("model");

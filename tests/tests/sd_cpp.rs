@@ -58,7 +58,7 @@ async fn sd_cpp_generates_reuses_swaps_and_edits() {
     let m1 = tiny_sd::write(&dir.path().join("m1"), 1).unwrap();
     let m2 = tiny_sd::write(&dir.path().join("m2"), 2).unwrap();
     let studio = FakeStudio::start().await;
-    let (_home, worker) = start_worker(&studio, "engine_threads = 1\n", &[]).await;
+    let (home, worker) = start_worker(&studio, "engine_threads = 1\n", &[]).await;
     let hello = studio.wait_frame("hello", "").await;
     assert!(
         hello["capabilities"]["supportedModelsPerKind"]["image"]
@@ -163,4 +163,50 @@ async fn sd_cpp_generates_reuses_swaps_and_edits() {
         "{}",
         worker.log()
     );
+
+    // A person runs the same engine locally on files on disk.
+    let out_png = dir.path().join("local.png");
+    let file = |role: &str, p: &std::path::Path| format!("{role}={}", p.display());
+    let out = home.cli(&[
+        "job",
+        "image",
+        "--engine",
+        "sd-cpp",
+        "--prompt",
+        "a fox",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--seed",
+        "3",
+        "--ext",
+        "png",
+        "--out",
+        out_png.to_str().unwrap(),
+        "--file",
+        &file("diffusion-model", &m1.diffusion),
+        "--file",
+        &file("text-encoder", &m1.text_encoder),
+        "--file",
+        &file("taesd", &m1.taesd),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let img = image::open(&out_png).unwrap();
+    assert_eq!((img.width(), img.height()), (64, 64));
+    let out = home.cli(&[
+        "job",
+        "image",
+        "--engine",
+        "sd-cpp",
+        "--prompt",
+        "x",
+        "--file",
+        "weights=/nonexistent",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role `weights`"));
 }

@@ -135,6 +135,7 @@ pub struct DownloadProgress<'a> {
 pub struct ModelCache {
     root: PathBuf,
     client: reqwest::Client,
+    allow_local: bool,
 }
 
 /// Checks that a file name is a plain name in one directory.
@@ -210,7 +211,18 @@ impl ModelCache {
             .read_timeout(stall)
             .build()
             .unwrap_or_default();
-        Self { root, client }
+        Self {
+            root,
+            client,
+            allow_local: false,
+        }
+    }
+
+    /// Also accepts `file://` URLs, used in place (for `studio-worker job`
+    /// run by a person; never for studio offers).
+    pub fn allow_local_files(mut self) -> Self {
+        self.allow_local = true;
+        self
     }
 
     /// Makes every file of a model available; returns file name → path.
@@ -238,6 +250,7 @@ impl ModelCache {
                         "plain http is allowed only to loopback; use https".into(),
                     ))
                 }
+                "file" if self.allow_local => {}
                 other => return Err(bad_url(format!("scheme `{other}` is not allowed"))),
             }
             if let Some(h) = &f.sha256 {
@@ -258,10 +271,34 @@ impl ModelCache {
             .await
             .map_err(io_err(&dir))?;
         for f in files {
+            if let Some(local) = self.local_file(f)? {
+                out.insert(f.filename.clone(), local);
+                continue;
+            }
             let path = self.ensure_file(&dir, f, progress).await?;
             out.insert(f.filename.clone(), path.to_string_lossy().into_owned());
         }
         Ok(out)
+    }
+
+    /// A `file://` model file used in place (only with `allow_local_files`).
+    fn local_file(&self, f: &ModelFile) -> Result<Option<String>, DownloadError> {
+        if !self.allow_local || !f.url.starts_with("file://") {
+            return Ok(None);
+        }
+        let bad = |why: String| DownloadError::BadUrl {
+            filename: f.filename.clone(),
+            url: f.url.clone(),
+            why,
+        };
+        let path = reqwest::Url::parse(&f.url)
+            .ok()
+            .and_then(|u| u.to_file_path().ok())
+            .ok_or_else(|| bad("is not a local file path".into()))?;
+        if !path.is_file() {
+            return Err(bad("no such file".into()));
+        }
+        Ok(Some(path.to_string_lossy().into_owned()))
     }
 
     async fn ensure_file(
