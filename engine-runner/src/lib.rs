@@ -18,4 +18,5 @@ pub mod engine;
 pub mod engines;
 mod faults;
 pub mod hygiene;
+pub mod process;
 pub mod serve;

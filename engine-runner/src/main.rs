@@ -5,12 +5,9 @@
 //! engine-runner --stdio --json [--out-dir DIR]        # JSON lines, for a person
 //! ```
 
-use std::path::PathBuf;
-
 use clap::Parser;
-use engine_runner::serve::{serve, Mode};
-use engine_runner::{engines, hygiene};
-use studio_protocol::runner::DEFAULT_MAX_FRAME_BYTES;
+use engine_runner::engines;
+use engine_runner::process::{run, RunnerArgs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -19,21 +16,11 @@ use studio_protocol::runner::DEFAULT_MAX_FRAME_BYTES;
     about = "Hosts one studio-worker engine in a child process"
 )]
 struct Args {
-    /// Serve the runner channel on stdin/stdout.
-    #[arg(long)]
-    stdio: bool,
-    /// Engine family to host.
+    #[command(flatten)]
+    common: RunnerArgs,
+    /// Engine family to host (`sd-cpp` hands over to engine-runner-sd).
     #[arg(long, default_value = "synthetic")]
     engine: String,
-    /// Speak one JSON object per line instead of framed MessagePack.
-    #[arg(long)]
-    json: bool,
-    /// JSON mode: where binary results are written.
-    #[arg(long, default_value = ".")]
-    out_dir: PathBuf,
-    /// Framed mode: largest frame in bytes.
-    #[arg(long, default_value_t = DEFAULT_MAX_FRAME_BYTES)]
-    max_frame_bytes: usize,
 }
 
 fn main() {
@@ -46,46 +33,8 @@ fn main() {
         }
     }
     let args = Args::parse();
-    if !args.stdio {
-        eprintln!("engine-runner: nothing to do; pass --stdio (see --help)");
-        std::process::exit(2);
-    }
-    // Before any engine exists: move the channel off fds 0/1.
-    let channel = match hygiene::take_stdio_channel() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("engine-runner: cannot set up the channel: {e}");
-            std::process::exit(2);
-        }
-    };
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl with constant arguments; die with the supervisor.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
-    }
-    let engine = match engines::build(&args.engine) {
-        Ok(e) => e,
-        Err(msg) => {
-            eprintln!("engine-runner: {msg}");
-            std::process::exit(2);
-        }
-    };
-    let mode = if args.json {
-        Mode::JsonLines {
-            out_dir: args.out_dir,
-        }
-    } else {
-        Mode::Framed {
-            max_frame_bytes: args.max_frame_bytes,
-        }
-    };
-    std::process::exit(serve(channel, mode, engine));
+    let engine = args.engine.clone();
+    run("engine-runner", args.common, || engines::build(&engine));
 }
 
 /// Replaces this process with the sibling runner for `engine`, passing the

@@ -14,9 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Parser;
-use engine_runner::hygiene;
-use engine_runner::serve::{serve, Mode};
-use studio_protocol::runner::DEFAULT_MAX_FRAME_BYTES;
+use engine_runner::process::{run, RunnerArgs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -25,21 +23,11 @@ use studio_protocol::runner::DEFAULT_MAX_FRAME_BYTES;
     about = "Hosts stable-diffusion.cpp for studio-worker"
 )]
 struct Args {
-    /// Serve the runner channel on stdin/stdout.
-    #[arg(long)]
-    stdio: bool,
+    #[command(flatten)]
+    common: RunnerArgs,
     /// Engine family (only `sd-cpp`; accepted for symmetry with engine-runner).
     #[arg(long, default_value = "sd-cpp")]
     engine: String,
-    /// Speak one JSON object per line instead of framed MessagePack.
-    #[arg(long)]
-    json: bool,
-    /// JSON mode: where binary results are written.
-    #[arg(long, default_value = ".")]
-    out_dir: PathBuf,
-    /// Framed mode: largest frame in bytes.
-    #[arg(long, default_value_t = DEFAULT_MAX_FRAME_BYTES)]
-    max_frame_bytes: usize,
     /// CPU threads for ggml (default: physical cores).
     #[arg(long)]
     threads: Option<i32>,
@@ -71,35 +59,12 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    if !args.stdio {
-        eprintln!("engine-runner-sd: nothing to do; pass --stdio (see --help)");
-        std::process::exit(2);
-    }
     if args.engine != "sd-cpp" {
         eprintln!(
             "engine-runner-sd: engine `{}` is not built into this runner (available: sd-cpp)",
             args.engine
         );
         std::process::exit(2);
-    }
-    // Before sd.cpp is touched: move the channel off fds 0/1.
-    let channel = match hygiene::take_stdio_channel() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("engine-runner-sd: cannot set up the channel: {e}");
-            std::process::exit(2);
-        }
-    };
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl with constant arguments; die with the supervisor.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
     }
     let threads = args.threads.filter(|t| *t > 0).unwrap_or_else(|| {
         // SAFETY: a pure query.
@@ -115,15 +80,11 @@ fn main() {
         ("vae", args.vae),
         ("taesd", args.taesd),
     ]);
-    let engine = engine::SdCpp::new(threads, engine::paths_from_args(&pairs));
-    let mode = if args.json {
-        Mode::JsonLines {
-            out_dir: args.out_dir,
-        }
-    } else {
-        Mode::Framed {
-            max_frame_bytes: args.max_frame_bytes,
-        }
-    };
-    std::process::exit(serve(channel, mode, Box::new(engine)));
+    // sd.cpp is touched only inside `build`, after the channel moved.
+    run("engine-runner-sd", args.common, move || {
+        Ok(Box::new(engine::SdCpp::new(
+            threads,
+            engine::paths_from_args(&pairs),
+        )))
+    });
 }

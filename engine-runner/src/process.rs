@@ -1,0 +1,70 @@
+//! The start of every runner process (`engine-runner`, `engine-runner-sd`,
+//! and the engine families to come): shared flags, channel hygiene before
+//! the engine exists, death with the parent, then the runner loop.
+
+use std::path::PathBuf;
+
+use studio_protocol::runner::DEFAULT_MAX_FRAME_BYTES;
+
+use crate::engine::Engine;
+use crate::hygiene;
+use crate::serve::{serve, Mode};
+
+/// Flags every runner binary takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunnerArgs {
+    /// Serve the runner channel on stdin/stdout.
+    #[arg(long)]
+    pub stdio: bool,
+    /// Speak one JSON object per line instead of framed MessagePack.
+    #[arg(long)]
+    pub json: bool,
+    /// JSON mode: where binary results are written.
+    #[arg(long, default_value = ".")]
+    pub out_dir: PathBuf,
+    /// Framed mode: largest frame in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
+}
+
+fn fail(name: &str, msg: impl std::fmt::Display) -> ! {
+    eprintln!("{name}: {msg}");
+    std::process::exit(2);
+}
+
+/// Runs a runner process to its end and exits with the loop's code.
+/// `build` creates the engine after the channel has left fds 0/1, so
+/// nothing a native library prints at load can reach the channel.
+pub fn run(
+    name: &str,
+    args: RunnerArgs,
+    build: impl FnOnce() -> Result<Box<dyn Engine>, String>,
+) -> ! {
+    if !args.stdio {
+        fail(name, "nothing to do; pass --stdio (see --help)");
+    }
+    let channel = hygiene::take_stdio_channel()
+        .unwrap_or_else(|e| fail(name, format!("cannot set up the channel: {e}")));
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with constant arguments; die with the supervisor.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+    }
+    let engine = build().unwrap_or_else(|msg| fail(name, msg));
+    let mode = if args.json {
+        Mode::JsonLines {
+            out_dir: args.out_dir,
+        }
+    } else {
+        Mode::Framed {
+            max_frame_bytes: args.max_frame_bytes,
+        }
+    };
+    std::process::exit(serve(channel, mode, engine));
+}
