@@ -351,6 +351,22 @@ impl FakeStudio {
         &self,
         timeout: Duration,
         what: &str,
+        pred: impl FnMut(&Event) -> Option<T>,
+    ) -> T {
+        self.wait_for_since(0, timeout, what, pred).await
+    }
+
+    /// How many events so far (for [`FakeStudio::wait_for_since`]).
+    pub fn mark(&self) -> usize {
+        self.shared.lock().events.len()
+    }
+
+    /// Like [`FakeStudio::wait_for`], looking only at events after `mark`.
+    pub async fn wait_for_since<T>(
+        &self,
+        mark: usize,
+        timeout: Duration,
+        what: &str,
         mut pred: impl FnMut(&Event) -> Option<T>,
     ) -> T {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -358,7 +374,14 @@ impl FakeStudio {
             let notified = self.shared.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(found) = self.shared.lock().events.iter().find_map(|(_, e)| pred(e)) {
+            if let Some(found) = self
+                .shared
+                .lock()
+                .events
+                .iter()
+                .skip(mark)
+                .find_map(|(_, e)| pred(e))
+            {
                 return found;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -373,6 +396,20 @@ impl FakeStudio {
                 );
             }
         }
+    }
+
+    /// Waits for a heartbeat after `mark` whose `autoEnabled` is `enabled`.
+    pub async fn wait_heartbeat(&self, mark: usize, enabled: bool, timeout: Duration) -> Value {
+        let what = format!("a heartbeat with autoEnabled={enabled}");
+        self.wait_for_since(mark, timeout, &what, |e| match e {
+            Event::Frame(v)
+                if v["type"] == "heartbeat" && v["capabilities"]["autoEnabled"] == enabled =>
+            {
+                Some(v.clone())
+            }
+            _ => None,
+        })
+        .await
     }
 
     /// Waits for a worker frame of `ty` about `job_id` (any job if empty).

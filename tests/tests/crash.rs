@@ -220,34 +220,12 @@ async fn repeated_failures_pause_claiming_for_a_cool_down() {
         .unwrap()
         .contains("repeated engine failures"));
     studio
-        .wait_for(
-            Duration::from_secs(8),
-            "heartbeat autoEnabled=false",
-            |e| match e {
-                Event::Frame(v)
-                    if v["type"] == "heartbeat" && v["capabilities"]["autoEnabled"] == false =>
-                {
-                    Some(())
-                }
-                _ => None,
-            },
-        )
+        .wait_heartbeat(0, false, Duration::from_secs(8))
         .await;
     // After the cool-down it claims again by itself.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mark = studio.mark();
     studio
-        .wait_for(
-            Duration::from_secs(8),
-            "heartbeat autoEnabled=true again",
-            |e| match e {
-                Event::Frame(v)
-                    if v["type"] == "heartbeat" && v["capabilities"]["autoEnabled"] == true =>
-                {
-                    Some(())
-                }
-                _ => None,
-            },
-        )
+        .wait_heartbeat(mark, true, Duration::from_secs(10))
         .await;
     healthy_job_works(&studio, "cd-after").await;
     assert!(

@@ -286,20 +286,10 @@ async fn a_disabled_worker_rejects_paused_until_enabled() {
     assert_eq!(r["reason"], "worker paused by operator");
 
     // `enable` on the running worker takes effect at the next heartbeat.
+    let mark = studio.mark();
     assert!(home.cli(&["enable"]).status.success());
     studio
-        .wait_for(
-            Duration::from_secs(12),
-            "heartbeat with autoEnabled",
-            |e| match e {
-                Event::Frame(v)
-                    if v["type"] == "heartbeat" && v["capabilities"]["autoEnabled"] == true =>
-                {
-                    Some(())
-                }
-                _ => None,
-            },
-        )
+        .wait_heartbeat(mark, true, Duration::from_secs(12))
         .await;
     studio.offer(claim("p2", image(8, 8, "png")));
     studio.wait_upload("p2").await;
