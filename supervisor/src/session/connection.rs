@@ -406,6 +406,25 @@ async fn take_deferred(w: &mut Worker, sink: &mut Sink) -> Result<(), String> {
     Ok(())
 }
 
+/// Declines an offer, with the log line that says why.
+async fn reject(
+    sink: &mut Sink,
+    job_id: String,
+    reason: &str,
+    code: RejectCode,
+) -> Result<(), String> {
+    tracing::info!(target: "ws", job_id = %job_id, "rejecting {job_id}: {reason}");
+    send(
+        sink,
+        &WorkerFrame::Reject {
+            job_id,
+            reason: reason.into(),
+            code: Some(code),
+        },
+    )
+    .await
+}
+
 async fn handle_offer(
     w: &mut Worker,
     sink: &mut Sink,
@@ -431,16 +450,7 @@ async fn handle_offer(
         } else {
             "worker paused by operator"
         };
-        tracing::info!(target: "ws", job_id = %job_id, "rejecting {job_id}: {reason}");
-        return send(
-            sink,
-            &WorkerFrame::Reject {
-                job_id,
-                reason: reason.into(),
-                code: Some(RejectCode::Paused),
-            },
-        )
-        .await;
+        return reject(sink, job_id, reason, RejectCode::Paused).await;
     }
     if w.jobs.only_uploading() && w.deferred_offer.is_none() {
         // The studio offers the next job as soon as it has our upload,
@@ -450,14 +460,11 @@ async fn handle_offer(
         return Ok(());
     }
     if !w.jobs.is_empty() {
-        tracing::info!(target: "ws", job_id = %job_id, "rejecting {job_id}: busy");
-        return send(
+        return reject(
             sink,
-            &WorkerFrame::Reject {
-                job_id,
-                reason: "worker already has an in-flight job".into(),
-                code: Some(RejectCode::Busy),
-            },
+            job_id,
+            "worker already has an in-flight job",
+            RejectCode::Busy,
         )
         .await;
     }
