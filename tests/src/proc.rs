@@ -136,6 +136,21 @@ impl WorkerProc {
         status
     }
 
+    /// Waits until its stderr contains `needle`; panics after `timeout`
+    /// with the log.
+    pub async fn wait_log(&self, needle: &str, timeout: Duration) {
+        let end = tokio::time::Instant::now() + timeout;
+        while !self.log().contains(needle) {
+            if tokio::time::Instant::now() > end {
+                panic!(
+                    "no {needle:?} in the worker log within {timeout:?}:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Sends a signal.
     pub fn signal(&self, sig: i32) {
         // SAFETY: signalling our own child.

@@ -269,7 +269,10 @@ async fn a_second_sigterm_exits_at_once_and_kills_the_runner() {
     studio.wait_frame("accept", "long").await;
     let runner = runner_of(&worker).await;
     worker.signal(libc::SIGTERM);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    worker
+        .wait_log("signal received: draining", Duration::from_secs(5))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         alive(worker.pid()),
         "first SIGTERM drains, it does not exit"

@@ -395,6 +395,11 @@ async fn sigterm_closes_the_session_and_exits_zero() {
     }
     assert_eq!(runners.len(), 1, "one runner child while the job runs");
     worker.signal(libc::SIGTERM);
+    // An offer racing the signal may still be answered `busy`; once the
+    // worker says it drains, every offer is answered `paused`.
+    worker
+        .wait_log("signal received: draining", Duration::from_secs(5))
+        .await;
     // No new work while draining.
     studio.offer(claim("late", image(8, 8, "png")));
     let r = studio.wait_frame("reject", "late").await;
