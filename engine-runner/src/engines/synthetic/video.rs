@@ -12,8 +12,6 @@ use crate::engine::{EngineError, Reporter};
 
 /// Frame rate when the task gives none.
 pub const DEFAULT_FPS: u32 = 8;
-/// Most frames one job may ask for.
-pub const MAX_FRAMES: u64 = 3600;
 
 pub(super) fn run(
     t: &VideoTask,
@@ -24,13 +22,8 @@ pub(super) fn run(
     let (w, h) = (t.effective_width(), t.effective_height());
     check_size(w, h)?;
     let fps = t.fps.unwrap_or(DEFAULT_FPS);
-    let wanted = (fps as f64 * t.effective_seconds()).round();
-    if wanted > MAX_FRAMES as f64 {
-        return Err(EngineError::bad_input(format!(
-            "task.seconds × task.fps: {wanted} frames exceeds the {MAX_FRAMES}-frame limit"
-        )));
-    }
-    let count = (wanted as u64).max(2);
+    // An animation needs two frames at least.
+    let count = video::frame_count(fps, t.effective_seconds())?.max(2);
     let ext = t.effective_ext().to_ascii_lowercase();
     let scratch = job
         .scratch_dir
@@ -43,6 +36,7 @@ pub(super) fn run(
         fps,
         ext: &ext,
         scratch: &scratch,
+        audio: None,
     };
     video::check(&spec)?;
     let frames = (0..count).map(|i| {
