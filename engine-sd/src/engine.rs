@@ -9,9 +9,10 @@ use std::time::Instant;
 
 use diffusion_rs_sys as sys;
 use engine_runner::encode::image::{check_size, encode_rgb, image_ext};
+use engine_runner::encode::video::{self, VideoSpec};
 use engine_runner::engine::{Engine, EngineError, Reporter};
 use studio_protocol::runner::{JobOutput, JobRequest, Phase};
-use studio_protocol::studio::{FileRole, ImageTask, LogLevel, Task};
+use studio_protocol::studio::{FileRole, ImageTask, LogLevel, Task, VideoTask};
 
 use crate::ffi::{self, Ctx, InImage};
 
@@ -165,7 +166,7 @@ impl SdCpp {
         report.log(
             LogLevel::Info,
             format!(
-                "model loaded in {} ms (load #{})",
+                "model loaded in {} ms (load #{}; sd.cpp reads the weights during the first job)",
                 started.elapsed().as_millis(),
                 self.loads
             ),
@@ -203,21 +204,14 @@ impl SdCpp {
             .sampling_method
             .clone()
             .or_else(|| d.sampling_method.clone());
+        let method_field = if t.sampling_method.is_some() {
+            "task.samplingMethod"
+        } else {
+            CLI_SAMPLER
+        };
         let inputs = load_inputs(job, width, height)?;
-        let mut paths = ModelPaths::from_job(job)?;
-        if paths.is_empty() {
-            paths = self.default_paths.clone();
-        }
-        if paths.is_empty() {
-            return Err(EngineError::bad_input(
-                "modelSource.files: sd-cpp needs a `diffusion-model` or `model` file",
-            ));
-        }
-        let ctx = self.ensure_loaded(&paths, report)?.raw();
-        let prompt = CString::new(t.prompt.as_str())
-            .map_err(|_| EngineError::bad_input("task.prompt: contains a NUL byte"))?;
-        let negative = CString::new(t.negative_prompt.as_deref().unwrap_or(""))
-            .map_err(|_| EngineError::bad_input("task.negativePrompt: contains a NUL byte"))?;
+        let ctx = self.ctx_for(job, false, report)?;
+        let (prompt, negative) = prompts(&t.prompt, t.negative_prompt.as_deref())?;
         let method_c = method
             .as_deref()
             .map(CString::new)
@@ -247,14 +241,7 @@ impl SdCpp {
                 g.sample_params.flow_shift = shift as f32;
             }
             if let Some(m) = &method_c {
-                let sm = sys::str_to_sample_method(m.as_ptr());
-                if sm as u32 >= sys::sample_method_t::SAMPLE_METHOD_COUNT as u32 {
-                    return Err(EngineError::bad_input(format!(
-                        "task.samplingMethod: `{}` is not a sampler sd-cpp knows",
-                        method.unwrap_or_default()
-                    )));
-                }
-                g.sample_params.sample_method = sm;
+                g.sample_params.sample_method = sample_method(m, method_field)?;
             }
             if let Some(i) = init.as_mut() {
                 g.init_image = i.view();
@@ -288,6 +275,221 @@ impl SdCpp {
             ext: t.effective_ext().to_ascii_lowercase(),
         })
     }
+}
+
+impl SdCpp {
+    /// The loaded context for a job's model files (or the command line's),
+    /// checked to make what the job wants (`video` or images).
+    fn ctx_for(
+        &mut self,
+        job: &JobRequest,
+        video: bool,
+        report: &mut dyn Reporter,
+    ) -> Result<*mut sys::sd_ctx_t, EngineError> {
+        let mut paths = ModelPaths::from_job(job)?;
+        if paths.is_empty() {
+            paths = self.default_paths.clone();
+        }
+        if paths.is_empty() {
+            return Err(EngineError::bad_input(
+                "modelSource.files: sd-cpp needs a `diffusion-model` or `model` file",
+            ));
+        }
+        let ctx = self.ensure_loaded(&paths, report)?.raw();
+        // SAFETY: a live context; the calls only read its version.
+        let makes_video = unsafe { sys::sd_ctx_supports_video_generation(ctx) };
+        if makes_video != video {
+            let (model, job_kind) = if makes_video {
+                ("video", "an image")
+            } else {
+                ("images", "a video")
+            };
+            return Err(EngineError::bad_input(format!(
+                "modelSource.files: this model generates {model}, it cannot serve {job_kind} job"
+            )));
+        }
+        Ok(ctx)
+    }
+
+    fn video(
+        &mut self,
+        job: &JobRequest,
+        t: &VideoTask,
+        report: &mut dyn Reporter,
+    ) -> Result<JobOutput, EngineError> {
+        let d = &job.model_source.cli_defaults;
+        let width = t.width.unwrap_or(d.width);
+        let height = t.height.unwrap_or(d.height);
+        check_size(width, height)?;
+        if !width.is_multiple_of(16) || !height.is_multiple_of(16) {
+            return Err(EngineError::bad_input(format!(
+                "task.width/task.height: sd-cpp needs multiples of 16, got {width}x{height}"
+            )));
+        }
+        let fps = t.fps.unwrap_or(DEFAULT_VIDEO_FPS);
+        let wanted = video::frame_count(fps, t.effective_seconds())?;
+        let ext = t.effective_ext().to_ascii_lowercase();
+        let scratch = job
+            .scratch_dir
+            .as_ref()
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let spec = VideoSpec {
+            width,
+            height,
+            fps,
+            ext: &ext,
+            scratch: &scratch,
+            audio: None,
+        };
+        // Fail on the container before minutes of sampling, not after.
+        video::check(&spec)?;
+        let mut init = load_inputs(job, width, height)?.init;
+        let steps = d.steps.max(1);
+        let cfg = d.cfg_scale as f32;
+        let method_c = d
+            .sampling_method
+            .as_deref()
+            .map(CString::new)
+            .transpose()
+            .map_err(|_| EngineError::bad_input(format!("{CLI_SAMPLER}: contains a NUL byte")))?;
+        let method_field = CLI_SAMPLER;
+        let ctx = self.ctx_for(job, true, report)?;
+        let (prompt, negative) = prompts(&t.prompt, t.negative_prompt.as_deref())?;
+        let asked = frames_to_ask(wanted);
+        let mut n_frames: std::ffi::c_int = 0;
+        let mut frames_ptr: *mut sys::sd_image_t = std::ptr::null_mut();
+        let mut audio_ptr: *mut sys::sd_audio_t = std::ptr::null_mut();
+        // SAFETY: params are initialised by sd_vid_gen_params_init; every
+        // pointer (strings, the init image) outlives generate_video; the
+        // outputs are taken (copied and freed) right after.
+        let (ok, frames, audio) = unsafe {
+            let mut g: sys::sd_vid_gen_params_t = std::mem::zeroed();
+            sys::sd_vid_gen_params_init(&mut g);
+            g.prompt = prompt.as_ptr();
+            g.negative_prompt = negative.as_ptr();
+            g.width = width as i32;
+            g.height = height as i32;
+            g.seed = t.seed.map(|s| (s & i64::MAX as u64) as i64).unwrap_or(-1);
+            g.video_frames = asked as i32;
+            g.fps = fps as i32;
+            g.sample_params.sample_steps = steps as i32;
+            g.sample_params.guidance.txt_cfg = cfg;
+            if let Some(shift) = d.flow_shift {
+                g.sample_params.flow_shift = shift as f32;
+            }
+            if let Some(m) = &method_c {
+                g.sample_params.sample_method = sample_method(m, method_field)?;
+            }
+            if let Some(i) = init.as_mut() {
+                g.init_image = i.view();
+            }
+            let mut on_step = |done: u64, total: u64| report.progress(Phase::Running, done, total);
+            let ok = ffi::with_progress(&mut on_step, || {
+                sys::generate_video(ctx, &g, &mut frames_ptr, &mut n_frames, &mut audio_ptr)
+            });
+            (
+                ok,
+                ffi::take_frames(frames_ptr, n_frames.max(0) as usize),
+                ffi::take_audio(audio_ptr),
+            )
+        };
+        if !ok || frames.is_empty() {
+            let why = ffi::take_errors().join(" | ");
+            return Err(EngineError::engine(format!(
+                "stable-diffusion.cpp produced no video: {why}"
+            )));
+        }
+        let mut out = Vec::with_capacity(frames.len());
+        for (i, f) in frames.into_iter().enumerate() {
+            match f {
+                Some(f) if f.dimensions() == (width, height) => out.push(f),
+                Some(f) => {
+                    return Err(EngineError::engine(format!(
+                        "sd-cpp returned frame {i} at {}x{}, asked for {width}x{height}",
+                        f.width(),
+                        f.height()
+                    )))
+                }
+                None => {
+                    return Err(EngineError::engine(format!(
+                        "sd-cpp returned an empty frame {i}"
+                    )))
+                }
+            }
+        }
+        let got = out.len() as u64;
+        if got != wanted {
+            report.log(
+                LogLevel::Info,
+                format!(
+                    "the model made {got} frames for {wanted} wanted (asked {asked} on its frame grid); {}",
+                    if got > wanted { "trimming" } else { "repeating the last frame" }
+                ),
+            );
+        }
+        let frames = fit_frames(out, wanted);
+        if audio.is_some() && ext == "gif" {
+            report.log(
+                LogLevel::Warn,
+                "gif has no audio track: the model's audio is dropped".into(),
+            );
+        }
+        let spec = VideoSpec {
+            audio: audio.as_ref(),
+            ..spec
+        };
+        let data = video::encode(&spec, frames)?;
+        Ok(JobOutput::Bytes { data, ext })
+    }
+}
+
+const CLI_SAMPLER: &str = "modelSource.cliDefaults.samplingMethod";
+
+/// Frame rate when neither the task nor the model gives one (Wan's).
+pub const DEFAULT_VIDEO_FPS: u32 = 16;
+
+/// Video models sample frames on a grid (Wan: 4k+1, LTX: 8k+1) and round
+/// the count down to it; ask for the next 4k+1 at or above `wanted` so the
+/// common case needs no padding.
+pub fn frames_to_ask(wanted: u64) -> u64 {
+    wanted.saturating_sub(1).div_ceil(4) * 4 + 1
+}
+
+/// Exactly `wanted` frames: extra ones trimmed, missing ones repeat the last.
+pub fn fit_frames(mut frames: Vec<image::RgbImage>, wanted: u64) -> Vec<image::RgbImage> {
+    let wanted = wanted as usize;
+    frames.truncate(wanted);
+    while frames.len() < wanted {
+        match frames.last() {
+            Some(last) => frames.push(last.clone()),
+            None => break,
+        }
+    }
+    frames
+}
+
+/// The prompt pair as C strings; a NUL byte is an error naming the field.
+fn prompts(prompt: &str, negative: Option<&str>) -> Result<(CString, CString), EngineError> {
+    Ok((
+        CString::new(prompt)
+            .map_err(|_| EngineError::bad_input("task.prompt: contains a NUL byte"))?,
+        CString::new(negative.unwrap_or(""))
+            .map_err(|_| EngineError::bad_input("task.negativePrompt: contains a NUL byte"))?,
+    ))
+}
+
+/// sd.cpp's sampler for a name; an unknown name is an error naming it.
+fn sample_method(name: &CString, field: &str) -> Result<sys::sample_method_t, EngineError> {
+    // SAFETY: a NUL-terminated string; the call only reads it.
+    let sm = unsafe { sys::str_to_sample_method(name.as_ptr()) };
+    if sm as u32 >= sys::sample_method_t::SAMPLE_METHOD_COUNT as u32 {
+        return Err(EngineError::bad_input(format!(
+            "{field}: `{}` is not a sampler sd-cpp knows",
+            name.to_string_lossy()
+        )));
+    }
+    Ok(sm)
 }
 
 struct Inputs {
@@ -334,6 +536,7 @@ impl Engine for SdCpp {
     ) -> Result<JobOutput, EngineError> {
         match &job.task {
             Task::Image(t) => self.image(job, t, report),
+            Task::Video(t) => self.video(job, t, report),
             other => Err(EngineError {
                 class: studio_protocol::runner::ErrorClass::CannotServe,
                 message: format!("sd-cpp engine cannot serve {} tasks", other.kind()),
@@ -354,5 +557,33 @@ pub fn paths_from_args(pairs: &BTreeMap<&str, Option<PathBuf>>) -> ModelPaths {
         clip_g: get("clip-g"),
         vae: get("vae"),
         taesd: get("taesd"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_asked_on_the_4k_plus_1_grid_at_or_above_the_wish() {
+        for (wanted, asked) in [(1, 1), (2, 5), (5, 5), (6, 9), (32, 33), (33, 33), (48, 49)] {
+            assert_eq!(frames_to_ask(wanted), asked, "{wanted}");
+        }
+    }
+
+    #[test]
+    fn fit_frames_trims_or_repeats_the_last() {
+        let f = |v: u8| image::RgbImage::from_pixel(2, 2, image::Rgb([v, v, v]));
+        let out = fit_frames(vec![f(1), f(2), f(3)], 2);
+        assert_eq!(
+            out.iter().map(|i| i.get_pixel(0, 0)[0]).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        let out = fit_frames(vec![f(1), f(2)], 4);
+        assert_eq!(
+            out.iter().map(|i| i.get_pixel(0, 0)[0]).collect::<Vec<_>>(),
+            [1, 2, 2, 2]
+        );
+        assert!(fit_frames(Vec::new(), 3).is_empty());
     }
 }

@@ -13,6 +13,7 @@ use std::io::Write;
 use std::sync::Mutex;
 
 use diffusion_rs_sys as sys;
+use engine_runner::encode::video::AudioTrack;
 
 /// The last error lines sd.cpp logged (for failure messages).
 static LAST_ERRORS: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
@@ -170,35 +171,82 @@ impl InImage {
     }
 }
 
+/// Copies one sd.cpp image into an RGB buffer (alpha dropped).
+///
+/// # Safety
+/// `img.data` must be null or point to width × height × channel bytes.
+unsafe fn copy_rgb(img: &sys::sd_image_t) -> Option<image::RgbImage> {
+    if img.data.is_null() || img.channel < 3 {
+        return None;
+    }
+    let len = img.width as usize * img.height as usize * img.channel as usize;
+    // SAFETY: the caller guarantees the buffer's length.
+    let bytes = unsafe { std::slice::from_raw_parts(img.data, len) };
+    let rgb: Vec<u8> = if img.channel == 3 {
+        bytes.to_vec()
+    } else {
+        bytes
+            .chunks_exact(img.channel as usize)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect()
+    };
+    image::RgbImage::from_raw(img.width, img.height, rgb)
+}
+
 /// Copies and frees the first image of a `generate_image` result.
 ///
 /// # Safety
 /// `ptr` must come from `generate_image` with `batch_count` 1.
 pub unsafe fn take_image(ptr: *mut sys::sd_image_t) -> Option<image::RgbImage> {
+    // SAFETY: one image, both buffers malloc'ed by sd.cpp.
+    unsafe { take_frames(ptr, 1).into_iter().next().flatten() }
+}
+
+/// Copies and frees the frames of a `generate_video` result; a frame sd.cpp
+/// left empty is `None`.
+///
+/// # Safety
+/// `ptr` must be null or come from `generate_video` with `n` frames.
+pub unsafe fn take_frames(ptr: *mut sys::sd_image_t, n: usize) -> Vec<Option<image::RgbImage>> {
+    if ptr.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: the caller passes sd.cpp's array of `n` images, which
+    // free_sd_images releases (each buffer, then the array).
+    unsafe {
+        let frames = std::slice::from_raw_parts(ptr, n);
+        let out = frames.iter().map(|f| copy_rgb(f)).collect();
+        sys::free_sd_images(ptr, n as c_int);
+        out
+    }
+}
+
+/// Copies and frees the audio track of a `generate_video` result.
+///
+/// # Safety
+/// `ptr` must be null or come from `generate_video`'s `audio_out`.
+pub unsafe fn take_audio(ptr: *mut sys::sd_audio_t) -> Option<AudioTrack> {
     if ptr.is_null() {
         return None;
     }
-    // SAFETY: the caller passes generate_image's result; its data buffer is
-    // width × height × channel bytes, both malloc'ed by sd.cpp.
+    // SAFETY: sd.cpp's audio holds sample_count × channels floats.
     unsafe {
-        let img = &*ptr;
-        let out = if img.data.is_null() || img.channel < 3 {
+        let a = &*ptr;
+        let track = if a.data.is_null()
+            || a.sample_rate == 0
+            || a.channels == 0
+            || a.channels > u16::MAX as u32
+        {
             None
         } else {
-            let len = img.width as usize * img.height as usize * img.channel as usize;
-            let bytes = std::slice::from_raw_parts(img.data, len);
-            let rgb: Vec<u8> = if img.channel == 3 {
-                bytes.to_vec()
-            } else {
-                bytes
-                    .chunks_exact(img.channel as usize)
-                    .flat_map(|p| [p[0], p[1], p[2]])
-                    .collect()
-            };
-            image::RgbImage::from_raw(img.width, img.height, rgb)
+            let len = a.sample_count as usize * a.channels as usize;
+            Some(AudioTrack {
+                sample_rate: a.sample_rate,
+                channels: a.channels as u16,
+                samples: std::slice::from_raw_parts(a.data, len).to_vec(),
+            })
         };
-        libc::free(img.data as *mut c_void);
-        libc::free(ptr as *mut c_void);
-        out
+        sys::free_sd_audio(ptr);
+        track
     }
 }

@@ -238,3 +238,35 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }
+
+/// Width, height, frame rate (`num/den`) and frame count of a video's
+/// first stream, as ffprobe reports them.
+pub fn ffprobe(bytes: &[u8], ext: &str) -> (u32, u32, String, u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("v.{ext}"));
+    std::fs::write(&path, bytes).unwrap();
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-count_frames",
+            "-show_entries",
+            "stream=width,height,r_frame_rate,nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&path)
+        .output()
+        .expect("ffprobe is installed (scripts/test installs ffmpeg)");
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let f: Vec<&str> = text.split(',').collect();
+    assert_eq!(f.len(), 4, "ffprobe said {text:?}");
+    (
+        f[0].parse().unwrap(),
+        f[1].parse().unwrap(),
+        f[2].to_string(),
+        f[3].parse().unwrap(),
+    )
+}

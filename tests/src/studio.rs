@@ -51,7 +51,8 @@ pub enum Event {
 /// A file served at `/files/<name>`.
 #[derive(Clone, Default)]
 struct ServedFile {
-    bytes: Vec<u8>,
+    /// Shared, so a multi-GB model is never copied per request.
+    bytes: Bytes,
     /// The next full GET sends this many bytes, then drops the connection.
     cut_after: Option<usize>,
     /// Pause between 64 KiB chunks.
@@ -226,11 +227,11 @@ impl FakeStudio {
     }
 
     /// Serves `bytes` at `/files/<name>` (with Range support).
-    pub fn serve_file(&self, name: &str, bytes: Vec<u8>) {
+    pub fn serve_file(&self, name: &str, bytes: impl Into<Bytes>) {
         self.shared.lock().files.insert(
             name.into(),
             ServedFile {
-                bytes,
+                bytes: bytes.into(),
                 ..Default::default()
             },
         );
@@ -865,7 +866,7 @@ async fn file(
         range,
         status: status.as_u16(),
     });
-    let body = f.bytes[from..].to_vec();
+    let body = f.bytes.slice(from..);
     let cut = if from == 0 { f.cut_after } else { None };
     let throttle = f.throttle;
     // Stream in 64 KiB chunks; a cut ends the stream with an error, which
@@ -886,7 +887,7 @@ async fn file(
         if let Some(limit) = cut {
             end = end.min(limit.max(sent + 1));
         }
-        let chunk = Bytes::copy_from_slice(&body[sent..end]);
+        let chunk = body.slice(sent..end);
         Some((Ok(chunk), (body, end)))
     });
     let mut resp = axum::body::Body::from_stream(stream).into_response();

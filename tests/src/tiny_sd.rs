@@ -35,6 +35,8 @@ struct Tensor {
     /// PyTorch order (outermost first).
     shape: Vec<usize>,
     fill: Fill,
+    /// Stored as F16 (else F32).
+    f16: bool,
 }
 
 struct Writer {
@@ -48,12 +50,32 @@ impl Writer {
         }
     }
 
+    /// A tensor: 2-D and up as F16, 1-D as F32.
     fn add(&mut self, name: &str, shape: &[usize], fill: Fill) {
         self.tensors.push(Tensor {
             name: name.to_string(),
             shape: shape.to_vec(),
             fill,
+            f16: shape.len() > 1,
         });
+    }
+
+    /// A tensor stored as F32 whatever its rank.
+    fn add_f32(&mut self, name: &str, shape: &[usize], fill: Fill) {
+        self.add(name, shape, fill);
+        if let Some(t) = self.tensors.last_mut() {
+            t.f16 = false;
+        }
+    }
+
+    /// `Conv2d(in, out, 1x1)` without bias.
+    fn conv1(&mut self, name: &str, input: usize, out: usize) {
+        let scale = 1.0 / (input as f32).sqrt();
+        self.add(
+            &format!("{name}.weight"),
+            &[out, input, 1, 1],
+            Fill::Noise(scale),
+        );
     }
 
     /// `Linear(in, out)`: weight [out, in], optional bias [out].
@@ -82,7 +104,8 @@ impl Writer {
         }
     }
 
-    /// Writes a safetensors file: 2-D+ tensors as F16, 1-D as F32.
+    /// Writes a safetensors file, streaming the data (the Wan model is
+    /// 2.8 GB; nothing that size is held in memory).
     fn write(&self, path: &Path, seed: u64) -> std::io::Result<()> {
         let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         let mut next = move || {
@@ -92,26 +115,15 @@ impl Writer {
             (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
         };
         let mut header = serde_json::Map::new();
-        let mut data: Vec<u8> = Vec::new();
+        let mut offset = 0usize;
         for t in &self.tensors {
             let n: usize = t.shape.iter().product();
-            let f16 = t.shape.len() > 1;
-            let start = data.len();
-            for _ in 0..n {
-                let v = match t.fill {
-                    Fill::Noise(s) => next() * s,
-                    Fill::Const(c) => c,
-                };
-                if f16 {
-                    data.extend_from_slice(&half::f16::from_f32(v).to_le_bytes());
-                } else {
-                    data.extend_from_slice(&v.to_le_bytes());
-                }
-            }
+            let len = n * if t.f16 { 2 } else { 4 };
             header.insert(
                 t.name.clone(),
-                serde_json::json!({"dtype": if f16 { "F16" } else { "F32" }, "shape": t.shape, "data_offsets": [start, data.len()]}),
+                serde_json::json!({"dtype": if t.f16 { "F16" } else { "F32" }, "shape": t.shape, "data_offsets": [offset, offset + len]}),
             );
+            offset += len;
         }
         header.insert(
             "__metadata__".into(),
@@ -121,10 +133,30 @@ impl Writer {
         while head.len() % 8 != 0 {
             head.push(b' ');
         }
-        let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
         f.write_all(&(head.len() as u64).to_le_bytes())?;
         f.write_all(&head)?;
-        f.write_all(&data)?;
+        let mut chunk: Vec<u8> = Vec::with_capacity(1 << 20);
+        for t in &self.tensors {
+            let mut left: usize = t.shape.iter().product();
+            while left > 0 {
+                let n = left.min(1 << 18);
+                chunk.clear();
+                for _ in 0..n {
+                    let v = match t.fill {
+                        Fill::Noise(s) => next() * s,
+                        Fill::Const(c) => c,
+                    };
+                    if t.f16 {
+                        chunk.extend_from_slice(&half::f16::from_f32(v).to_le_bytes());
+                    } else {
+                        chunk.extend_from_slice(&v.to_le_bytes());
+                    }
+                }
+                f.write_all(&chunk)?;
+                left -= n;
+            }
+        }
         f.flush()
     }
 }
@@ -271,5 +303,118 @@ pub fn write(dir: &Path, seed: u64) -> std::io::Result<TinyZImage> {
     dit().write(&m.diffusion, seed)?;
     llm().write(&m.text_encoder, seed + 1)?;
     tae().write(&m.taesd, seed + 2)?;
+    Ok(m)
+}
+
+/// The two files of the Wan-shaped video model.
+#[derive(Debug, Clone)]
+pub struct TinyWan {
+    /// `diffusion-model` role (Wan2.1 T2V 1.3B shape, 2.8 GB).
+    pub diffusion: PathBuf,
+    /// `taesd` role (TAEHV, the tiny video autoencoder for Wan).
+    pub taesd: PathBuf,
+}
+
+// Wan2.1 T2V 1.3B: sd.cpp detects the family from the tensor names and the
+// size from the layer count alone (30 layers → dim 1536, ffn 8960, 12
+// heads), so a smaller Wan does not exist for it. See `wan.hpp`.
+const WAN_LAYERS: usize = 30;
+const WAN_DIM: usize = 1536;
+const WAN_FFN: usize = 8960;
+const WAN_TEXT_DIM: usize = 4096;
+const WAN_FREQ_DIM: usize = 256;
+const WAN_LATENT: usize = 16;
+
+fn wan() -> Writer {
+    let mut w = Writer::new();
+    let d = WAN_DIM;
+    // Conv3d(16 → dim, kernel = stride = (1, 2, 2)).
+    w.add(
+        "patch_embedding.weight",
+        &[d, WAN_LATENT, 1, 2, 2],
+        Fill::Noise(1.0 / ((WAN_LATENT * 4) as f32).sqrt()),
+    );
+    w.add("patch_embedding.bias", &[d], Fill::Noise(0.01));
+    w.linear("text_embedding.0", WAN_TEXT_DIM, d, true);
+    w.linear("text_embedding.2", d, d, true);
+    w.linear("time_embedding.0", WAN_FREQ_DIM, d, true);
+    w.linear("time_embedding.2", d, d, true);
+    w.linear("time_projection.1", d, 6 * d, true);
+    for i in 0..WAN_LAYERS {
+        let b = format!("blocks.{i}");
+        w.add_f32(&format!("{b}.modulation"), &[1, 6, d], Fill::Noise(0.02));
+        for attn in ["self_attn", "cross_attn"] {
+            for p in ["q", "k", "v", "o"] {
+                w.linear(&format!("{b}.{attn}.{p}"), d, d, true);
+            }
+            w.norm(&format!("{b}.{attn}.norm_q"), d);
+            w.norm(&format!("{b}.{attn}.norm_k"), d);
+        }
+        // cross_attn_norm: an affine LayerNorm before cross-attention.
+        w.norm(&format!("{b}.norm3"), d);
+        w.add(&format!("{b}.norm3.bias"), &[d], Fill::Const(0.0));
+        w.linear(&format!("{b}.ffn.0"), d, WAN_FFN, true);
+        w.linear(&format!("{b}.ffn.2"), WAN_FFN, d, true);
+    }
+    w.add_f32("head.modulation", &[1, 2, d], Fill::Noise(0.02));
+    w.linear("head.head", d, WAN_LATENT * 4, true);
+    w
+}
+
+/// TAEHV's memory block: conv over [x, previous frame], two more convs.
+fn mem_block(w: &mut Writer, name: &str, ch: usize) {
+    w.conv3(&format!("{name}.conv.0"), 2 * ch, ch, true);
+    w.conv3(&format!("{name}.conv.2"), ch, ch, true);
+    w.conv3(&format!("{name}.conv.4"), ch, ch, true);
+}
+
+/// TAEHV for Wan 2.1 (16 latent channels), layer indices as in `tae.hpp`.
+fn taehv() -> Writer {
+    let mut w = Writer::new();
+    // Decoder: channels 256 → 128 → 64 → 64, time upscale (no, 2, 2).
+    w.conv3("decoder.1", WAN_LATENT, 256, true);
+    let mut i = 3;
+    for (ch, next, t_stride) in [(256, 128, 1), (128, 64, 2), (64, 64, 2)] {
+        for _ in 0..3 {
+            mem_block(&mut w, &format!("decoder.{i}"), ch);
+            i += 1;
+        }
+        i += 1; // nn.Upsample
+        w.conv1(&format!("decoder.{i}.conv"), ch, ch * t_stride); // TGrow
+        w.conv3(&format!("decoder.{}", i + 1), ch, next, false);
+        i += 2;
+    }
+    w.conv3(&format!("decoder.{}", i + 1), 64, 3, true);
+    // TAEHV's output is 0..1 and the noise above is centred on 0 (and
+    // shrinks through the layers): start the pixels at mid-grey, not black.
+    if let Some(bias) = w.tensors.last_mut() {
+        bias.fill = Fill::Const(0.5);
+    }
+    // Encoder: hidden 64, time downscale (2, 2, no).
+    w.conv3("encoder.0", 3, 64, true);
+    let mut i = 2;
+    for t_stride in [2, 2, 1] {
+        w.conv1(&format!("encoder.{i}.conv"), 64 * t_stride, 64); // TPool
+        w.conv3(&format!("encoder.{}", i + 1), 64, 64, false);
+        i += 2;
+        for _ in 0..3 {
+            mem_block(&mut w, &format!("encoder.{i}"), 64);
+            i += 1;
+        }
+    }
+    w.conv3(&format!("encoder.{i}"), 64, WAN_LATENT, true);
+    w
+}
+
+/// Writes the Wan-shaped random video model into `dir` (about 2.8 GB: the
+/// opt-in heavy test's model).
+pub fn write_wan(dir: &Path, seed: u64) -> std::io::Result<TinyWan> {
+    std::fs::create_dir_all(dir)?;
+    let m = TinyWan {
+        diffusion: dir.join(format!("random-wan2.1-t2v-1.3b-{seed}.safetensors")),
+        taesd: dir.join(format!("random-taew2.1-{seed}.safetensors")),
+    };
+    wan().write(&m.diffusion, seed)?;
+    taehv().write(&m.taesd, seed + 1)?;
     Ok(m)
 }

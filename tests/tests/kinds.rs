@@ -130,37 +130,6 @@ async fn every_kind_completes_with_a_valid_result() {
     assert_ne!(frames[0].buffer(), frames[4].buffer(), "frames move");
 }
 
-/// Frames, size and rate of a video file as ffprobe reports them.
-fn ffprobe(bytes: &[u8], ext: &str) -> (u32, u32, String, u32) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(format!("v.{ext}"));
-    std::fs::write(&path, bytes).unwrap();
-    let out = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-count_frames",
-            "-show_entries",
-            "stream=width,height,r_frame_rate,nb_read_frames",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(&path)
-        .output()
-        .expect("ffprobe is installed (scripts/test installs ffmpeg)");
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let f: Vec<&str> = text.split(',').collect();
-    assert_eq!(f.len(), 4, "ffprobe said {text:?}");
-    (
-        f[0].parse().unwrap(),
-        f[1].parse().unwrap(),
-        f[2].to_string(),
-        f[3].parse().unwrap(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn video_becomes_mp4_and_webm_through_ffmpeg() {
     let studio = FakeStudio::start().await;
@@ -171,14 +140,20 @@ async fn video_becomes_mp4_and_webm_through_ffmpeg() {
         (mp4.ext.as_str(), mp4.content_type.as_str()),
         ("mp4", "video/mp4")
     );
-    assert_eq!(ffprobe(&mp4.bytes, "mp4"), (64, 48, "8/1".to_string(), 12));
+    assert_eq!(
+        studio_worker_tests::proc::ffprobe(&mp4.bytes, "mp4"),
+        (64, 48, "8/1".to_string(), 12)
+    );
     // faststart: the moov atom precedes the media data.
     let pos = |tag: &[u8]| mp4.bytes.windows(4).position(|w| w == tag).unwrap();
     assert!(pos(b"moov") < pos(b"mdat"), "mp4 is faststart");
 
     studio.offer(claim("vid-webm", json!({"kind": "video", "prompt": "a tiny dragon", "seconds": 1.0, "fps": 4, "width": 32, "height": 32, "ext": "webm"})));
     let webm = studio.wait_upload("vid-webm").await;
-    assert_eq!(ffprobe(&webm.bytes, "webm"), (32, 32, "4/1".to_string(), 4));
+    assert_eq!(
+        studio_worker_tests::proc::ffprobe(&webm.bytes, "webm"),
+        (32, 32, "4/1".to_string(), 4)
+    );
 
     // Odd sizes cannot be yuv420p: a clear, non-retryable failure.
     studio.offer(claim("vid-odd", json!({"kind": "video", "prompt": "x", "seconds": 1.0, "width": 33, "height": 32, "ext": "mp4"})));

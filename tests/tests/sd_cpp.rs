@@ -139,6 +139,18 @@ async fn sd_cpp_generates_reuses_swaps_and_edits() {
         fail["error"].as_str().unwrap().contains("multiples of 16"),
         "{fail}"
     );
+    // A video job for an image model: a clear, final error.
+    let vid = json!({"kind": "video", "prompt": "a golem walks", "width": 128, "height": 128, "seconds": 1.0, "fps": 5, "ext": "mp4"});
+    studio.offer(offer("sd-video-on-image-model", "tiny", &src1, vid));
+    let fail = studio.wait_frame("fail", "sd-video-on-image-model").await;
+    assert_eq!(fail["retryable"], false);
+    assert!(
+        fail["error"]
+            .as_str()
+            .unwrap()
+            .contains("this model generates images, it cannot serve a video job"),
+        "{fail}"
+    );
 
     // All of that on one load.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -155,8 +167,8 @@ async fn sd_cpp_generates_reuses_swaps_and_edits() {
     assert_eq!(l.len(), 2, "{l:?}");
     assert!(l[1].contains("(load #2)"));
     assert!(
-        studio.frames("fail").len() == 2,
-        "only the two bad jobs failed"
+        studio.frames("fail").len() == 3,
+        "only the three bad jobs failed"
     );
     assert!(
         worker.log().contains("runner sd-cpp started"),

@@ -51,7 +51,7 @@ impl EngineCatalog {
             args.extend(threads.iter().cloned());
             entries.insert(
                 Engine::SdCpp.as_str().to_string(),
-                (sd, args, vec![TaskKind::Image]),
+                (sd, args, vec![TaskKind::Image, TaskKind::Video]),
             );
         }
         Self { entries }
