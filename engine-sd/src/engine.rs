@@ -31,6 +31,10 @@ pub struct ModelPaths {
     pub clip_l: Option<PathBuf>,
     /// CLIP-G.
     pub clip_g: Option<PathBuf>,
+    /// A CLIP vision encoder (Wan 2.1 image-to-video).
+    pub clip_vision: Option<PathBuf>,
+    /// The vision half of an LLM text encoder (Qwen-Image-Edit).
+    pub llm_vision: Option<PathBuf>,
     /// The autoencoder.
     pub vae: Option<PathBuf>,
     /// A tiny autoencoder (TAESD/TAE).
@@ -70,7 +74,9 @@ impl ModelPaths {
                     p.clip_g = path
                 }
                 FileRole::TextEncoder => p.llm = path,
-                FileRole::Lora | FileRole::TextEncoderVision | FileRole::Config => {}
+                FileRole::TextEncoderVision if lower.contains("clip") => p.clip_vision = path,
+                FileRole::TextEncoderVision => p.llm_vision = path,
+                FileRole::Lora | FileRole::Config => {}
             }
         }
         Ok(p)
@@ -138,6 +144,7 @@ impl SdCpp {
             c(&paths.vae)?,
             c(&paths.taesd)?,
         );
+        let (clip_vision, llm_vision) = (c(&paths.clip_vision)?, c(&paths.llm_vision)?);
         let ptr = |s: &Option<CString>| s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
         // SAFETY: sd_ctx_params_init fills every field; the CStrings outlive
         // new_sd_ctx, which copies what it keeps.
@@ -150,6 +157,8 @@ impl SdCpp {
             p.t5xxl_path = ptr(&t5);
             p.clip_l_path = ptr(&clip_l);
             p.clip_g_path = ptr(&clip_g);
+            p.clip_vision_path = ptr(&clip_vision);
+            p.llm_vision_path = ptr(&llm_vision);
             p.vae_path = ptr(&vae);
             p.taesd_path = ptr(&taesd);
             p.n_threads = self.threads;
@@ -555,6 +564,8 @@ pub fn paths_from_args(pairs: &BTreeMap<&str, Option<PathBuf>>) -> ModelPaths {
         t5xxl: get("t5xxl"),
         clip_l: get("clip-l"),
         clip_g: get("clip-g"),
+        clip_vision: get("clip-vision"),
+        llm_vision: get("llm-vision"),
         vae: get("vae"),
         taesd: get("taesd"),
     }
@@ -569,6 +580,61 @@ mod tests {
         for (wanted, asked) in [(1, 1), (2, 5), (5, 5), (6, 9), (32, 33), (33, 33), (48, 49)] {
             assert_eq!(frames_to_ask(wanted), asked, "{wanted}");
         }
+    }
+
+    #[test]
+    fn file_roles_map_to_sd_cpp_inputs() {
+        let files: Vec<_> = [
+            ("diffusion-model", "wan2.1_i2v_14B.safetensors"),
+            ("text-encoder", "umt5-xxl.gguf"),
+            ("text-encoder", "clip_l.safetensors"),
+            ("text-encoder", "qwen_2.5_vl_7b.gguf"),
+            ("text-encoder-vision", "clip_vision_h.safetensors"),
+            ("text-encoder-vision", "qwen_2.5_vl_7b_mmproj.gguf"),
+            ("vae", "wan_2.1_vae.safetensors"),
+            ("taesd", "taew2_1.safetensors"),
+            ("lora", "style.safetensors"),
+        ]
+        .iter()
+        .map(|(role, name)| serde_json::json!({"role": role, "url": format!("https://x/{name}"), "filename": name}))
+        .collect();
+        let local: serde_json::Map<_, _> = files
+            .iter()
+            .map(|f| {
+                let name = f["filename"].as_str().unwrap_or_default().to_string();
+                (name.clone(), serde_json::json!(format!("/m/{name}")))
+            })
+            .collect();
+        let job: JobRequest = serde_json::from_value(serde_json::json!({
+            "jobId": "j", "epoch": 1, "model": "m",
+            "task": {"kind": "video", "prompt": "p"},
+            "modelSource": {"engine": "sd-cpp", "files": files, "cliDefaults": {"cfgScale": 1.0, "steps": 4, "width": 64, "height": 64}},
+            "modelFiles": local,
+        }))
+        .unwrap();
+        let p = ModelPaths::from_job(&job).unwrap();
+        let at = |s: &str| Some(PathBuf::from(format!("/m/{s}")));
+        assert_eq!(p.diffusion_model, at("wan2.1_i2v_14B.safetensors"));
+        assert_eq!(p.t5xxl, at("umt5-xxl.gguf"));
+        assert_eq!(p.clip_l, at("clip_l.safetensors"));
+        assert_eq!(p.llm, at("qwen_2.5_vl_7b.gguf"));
+        assert_eq!(p.clip_vision, at("clip_vision_h.safetensors"));
+        assert_eq!(p.llm_vision, at("qwen_2.5_vl_7b_mmproj.gguf"));
+        assert_eq!(p.vae, at("wan_2.1_vae.safetensors"));
+        assert_eq!(p.taesd, at("taew2_1.safetensors"));
+        assert_eq!(p.model, None);
+    }
+
+    #[test]
+    fn a_model_file_that_was_not_fetched_is_an_error() {
+        let job: JobRequest = serde_json::from_value(serde_json::json!({
+            "jobId": "j", "epoch": 1, "model": "m",
+            "task": {"kind": "image", "prompt": "p"},
+            "modelSource": {"engine": "sd-cpp", "files": [{"role": "vae", "url": "https://x/v", "filename": "v.safetensors"}], "cliDefaults": {"cfgScale": 1.0, "steps": 4, "width": 64, "height": 64}},
+        }))
+        .unwrap();
+        let e = ModelPaths::from_job(&job).unwrap_err();
+        assert!(e.message.contains("v.safetensors"), "{}", e.message);
     }
 
     #[test]

@@ -49,6 +49,12 @@ struct Args {
     /// Default CLIP-G.
     #[arg(long)]
     clip_g: Option<PathBuf>,
+    /// Default CLIP vision encoder (Wan 2.1 image-to-video).
+    #[arg(long)]
+    clip_vision: Option<PathBuf>,
+    /// Default LLM vision encoder (Qwen-Image-Edit).
+    #[arg(long)]
+    llm_vision: Option<PathBuf>,
     /// Default VAE.
     #[arg(long)]
     vae: Option<PathBuf>,
@@ -77,6 +83,8 @@ fn main() {
         ("t5xxl", args.t5xxl),
         ("clip-l", args.clip_l),
         ("clip-g", args.clip_g),
+        ("clip-vision", args.clip_vision),
+        ("llm-vision", args.llm_vision),
         ("vae", args.vae),
         ("taesd", args.taesd),
     ]);
