@@ -297,9 +297,8 @@ mod tests {
     use super::*;
 
     fn probe(bytes: &[u8], ext: &str) -> serde_json::Value {
-        let dir = std::env::temp_dir().join(format!("video-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("probe.{ext}"));
+        // Tests run in parallel in one process: one file per probe.
+        let path = tempfile_in(&std::env::temp_dir(), ext).unwrap();
         std::fs::write(&path, bytes).unwrap();
         let out = Command::new("ffprobe")
             .args([
@@ -318,6 +317,7 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let _ = std::fs::remove_file(&path);
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
