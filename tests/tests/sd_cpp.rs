@@ -156,7 +156,7 @@ async fn sd_cpp_generates_reuses_swaps_and_edits() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let l = loads(&studio);
     assert_eq!(l.len(), 1, "one load for one model: {l:?}");
-    assert!(l[0].contains("(load #1)"));
+    assert!(l[0].contains("(load #1;"));
 
     // Another model: swapped in, different pixels.
     studio.offer(offer("sd-swap", "tiny-2", &src2, txt("png", 128, 128)));
@@ -165,7 +165,7 @@ async fn sd_cpp_generates_reuses_swaps_and_edits() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let l = loads(&studio);
     assert_eq!(l.len(), 2, "{l:?}");
-    assert!(l[1].contains("(load #2)"));
+    assert!(l[1].contains("(load #2;"));
     assert!(
         studio.frames("fail").len() == 3,
         "only the three bad jobs failed"
