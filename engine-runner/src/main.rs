@@ -18,7 +18,8 @@ use engine_runner::process::{run, RunnerArgs};
 struct Args {
     #[command(flatten)]
     common: RunnerArgs,
-    /// Engine family to host (`sd-cpp` hands over to engine-runner-sd).
+    /// Engine family to host (`sd-cpp`, `llama-cpp` and `whisper-cpp` hand
+    /// over to their own runner binaries beside this one).
     #[arg(long, default_value = "synthetic")]
     engine: String,
 }
@@ -43,6 +44,8 @@ fn delegate(engine: &str) {
     use std::os::unix::process::CommandExt;
     let family = match engine {
         "sd-cpp" => "engine-runner-sd",
+        "llama-cpp" => "engine-runner-llama",
+        "whisper-cpp" => "engine-runner-whisper",
         _ => return,
     };
     let Some(path) = std::env::current_exe()

@@ -68,3 +68,29 @@ pub fn run(
     };
     std::process::exit(serve(channel, mode, engine));
 }
+
+/// Physical CPU cores (ggml's default thread count: its threads spin, so
+/// hyper-threads only slow it down); all logical CPUs if that is unknown.
+pub fn physical_cores() -> i32 {
+    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return logical as i32;
+    };
+    let mut cores = std::collections::BTreeSet::new();
+    let mut physical = "";
+    for line in info.lines() {
+        let mut kv = line.splitn(2, ':').map(str::trim);
+        match (kv.next(), kv.next()) {
+            (Some("physical id"), Some(v)) => physical = v,
+            (Some("core id"), Some(v)) => {
+                cores.insert((physical, v));
+            }
+            _ => {}
+        }
+    }
+    if cores.is_empty() {
+        logical as i32
+    } else {
+        cores.len().min(logical) as i32
+    }
+}

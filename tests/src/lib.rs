@@ -10,6 +10,7 @@
 //! available; everything on the worker side is the real thing.
 
 pub mod claims;
+pub mod models;
 pub mod proc;
 pub mod runner;
 pub mod studio;

@@ -28,7 +28,10 @@ fn config_and_status_never_show_secrets() {
         "{out}"
     );
     assert!(out.contains("never run"), "{out}");
-    assert!(out.contains("engines:       sd-cpp, synthetic"), "{out}");
+    assert!(
+        out.contains("engines:       llama-cpp, sd-cpp, synthetic, whisper-cpp"),
+        "{out}"
+    );
     assert!(!out.contains("super-secret"));
 }
 

@@ -219,7 +219,7 @@ async fn malformed_frames_and_offers_keep_the_session() {
     }
 
     // An engine this worker lacks: accepted, failed retryable, naming it.
-    for engine in ["gradio", "llama-cpp", "parakeet"] {
+    for engine in ["gradio", "onnx", "parakeet"] {
         let mut c = claim(&format!("eng-{engine}"), llm("hi"));
         c["modelSource"]["engine"] = json!(engine);
         studio.offer(c);

@@ -24,7 +24,8 @@ impl EngineCatalog {
     /// Engines served by the `engine-runner` binary at `runner`.
     /// Runner binaries sit beside each other: `engine-runner` (synthetic)
     /// and one `engine-runner-<family>` per native engine family that was
-    /// built (`engine-runner-sd` for stable-diffusion.cpp).
+    /// built (`-sd` for stable-diffusion.cpp, `-llama` for llama.cpp,
+    /// `-whisper` for whisper.cpp).
     pub fn discover(cfg: &Config) -> Self {
         let runner = crate::session::runner_path(cfg);
         let threads: Vec<String> = cfg
@@ -46,13 +47,24 @@ impl EngineCatalog {
                 .map(|d| d.join(name))
                 .filter(|p| p.is_file())
         };
-        if let Some(sd) = sibling("engine-runner-sd") {
-            let mut args = vec!["--stdio".to_string()];
-            args.extend(threads.iter().cloned());
-            entries.insert(
-                Engine::SdCpp.as_str().to_string(),
-                (sd, args, vec![TaskKind::Image, TaskKind::Video]),
-            );
+        for (binary, engine, kinds) in [
+            (
+                "engine-runner-sd",
+                Engine::SdCpp,
+                vec![TaskKind::Image, TaskKind::Video],
+            ),
+            ("engine-runner-llama", Engine::LlamaCpp, vec![TaskKind::Llm]),
+            (
+                "engine-runner-whisper",
+                Engine::WhisperCpp,
+                vec![TaskKind::AudioStt],
+            ),
+        ] {
+            if let Some(path) = sibling(binary) {
+                let mut args = vec!["--stdio".to_string()];
+                args.extend(threads.iter().cloned());
+                entries.insert(engine.as_str().to_string(), (path, args, kinds));
+            }
         }
         Self { entries }
     }

@@ -1,0 +1,246 @@
+//! The whisper-cpp engine: one ggml whisper model (and a decoding state)
+//! kept loaded between jobs; audio in any format, text out.
+
+use std::ffi::c_void;
+use std::os::raw::c_int;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use engine_runner::engine::{Engine, EngineError, Reporter};
+use serde_json::json;
+use studio_protocol::runner::{ErrorClass, JobOutput, JobRequest, Phase};
+use studio_protocol::studio::{AudioSttTask, FileRole, LogLevel, Task};
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+};
+
+use crate::audio;
+
+struct Loaded {
+    path: PathBuf,
+    // The state holds the context alive; keep both for clarity.
+    _ctx: WhisperContext,
+    state: WhisperState,
+}
+
+/// whisper.cpp with the last model kept loaded.
+pub struct Whisper {
+    threads: i32,
+    default_model: Option<PathBuf>,
+    loaded: Option<Loaded>,
+    loads: u64,
+}
+
+impl Whisper {
+    /// An engine with no model loaded yet.
+    pub fn new(threads: i32, default_model: Option<PathBuf>) -> Self {
+        Self {
+            threads,
+            default_model,
+            loaded: None,
+            loads: 0,
+        }
+    }
+
+    fn model_path(&self, job: &JobRequest) -> Result<PathBuf, EngineError> {
+        let files = &job.model_source.files;
+        let pick = files
+            .iter()
+            .find(|f| f.role == FileRole::Model)
+            .or_else(|| (files.len() == 1).then(|| &files[0]));
+        match pick {
+            Some(f) => job
+                .model_files
+                .get(&f.filename)
+                .map(PathBuf::from)
+                .ok_or_else(|| {
+                    EngineError::engine(format!("model file {} was not fetched", f.filename))
+                }),
+            None if files.is_empty() => self.default_model.clone().ok_or_else(|| {
+                EngineError::bad_input("modelSource.files: whisper-cpp needs a ggml `model` file")
+            }),
+            None => Err(EngineError::bad_input(
+                "modelSource.files: several files and none has role `model`",
+            )),
+        }
+    }
+
+    fn ensure_loaded(
+        &mut self,
+        path: &PathBuf,
+        report: &mut dyn Reporter,
+    ) -> Result<&mut WhisperState, EngineError> {
+        if self.loaded.as_ref().is_none_or(|l| &l.path != path) {
+            self.loaded = None;
+            report.progress(Phase::Loading, 0, 1);
+            let started = Instant::now();
+            let name = path.to_string_lossy();
+            let mut params = WhisperContextParameters::default();
+            params.use_gpu(cfg!(feature = "cuda"));
+            let ctx = WhisperContext::new_with_params(&name, params).map_err(|e| {
+                EngineError::bad_input(format!(
+                    "model file {} is not a whisper.cpp ggml model: {e}",
+                    path.display()
+                ))
+            })?;
+            let state = ctx
+                .create_state()
+                .map_err(|e| EngineError::engine(format!("whisper.cpp state: {e}")))?;
+            self.loads += 1;
+            report.progress(Phase::Loading, 1, 1);
+            report.log(
+                LogLevel::Info,
+                format!(
+                    "model loaded in {} ms (load #{})",
+                    started.elapsed().as_millis(),
+                    self.loads
+                ),
+            );
+            self.loaded = Some(Loaded {
+                path: path.clone(),
+                _ctx: ctx,
+                state,
+            });
+        }
+        self.loaded
+            .as_mut()
+            .map(|l| &mut l.state)
+            .ok_or_else(|| EngineError::engine("model vanished"))
+    }
+
+    fn transcribe(
+        &mut self,
+        job: &JobRequest,
+        t: &AudioSttTask,
+        report: &mut dyn Reporter,
+    ) -> Result<JobOutput, EngineError> {
+        let started = Instant::now();
+        let timestamps = match t.timestamps.as_deref() {
+            None | Some("") | Some("none") => None,
+            Some(m @ ("segment" | "word")) => Some(m.to_string()),
+            Some(other) => {
+                return Err(EngineError::bad_input(format!(
+                    "task.timestamps: `{other}` is not `segment` or `word`"
+                )))
+            }
+        };
+        let input = job.inputs.get("inputUrl").ok_or_else(|| {
+            EngineError::engine("the supervisor did not hand over the fetched inputUrl")
+        })?;
+        let pcm = audio::load(std::path::Path::new(input))?;
+        if pcm.samples.is_empty() {
+            return Err(EngineError::bad_input("task.inputUrl: the audio is empty"));
+        }
+        report.log(
+            LogLevel::Info,
+            format!("audio: {:.2} s ({})", pcm.duration(), pcm.source),
+        );
+        let path = self.model_path(job)?;
+        let threads = self.threads;
+        let state = self.ensure_loaded(&path, report)?;
+
+        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        params.set_n_threads(threads as c_int);
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_timestamps(false);
+        params.set_print_special(false);
+        params.set_translate(t.translate.unwrap_or(false));
+        let language = t
+            .language
+            .as_deref()
+            .filter(|l| !l.is_empty())
+            .unwrap_or("auto");
+        if language != "auto" && whisper_rs::get_lang_id(language).is_none() {
+            return Err(EngineError::bad_input(format!(
+                "task.language: `{language}` is not a language whisper knows"
+            )));
+        }
+        params.set_language(Some(language));
+        if let Some(p) = t.prompt.as_deref().filter(|p| !p.is_empty()) {
+            params.set_initial_prompt(p);
+        }
+        if timestamps.as_deref() == Some("word") {
+            // One segment per word, with token-level times.
+            params.set_token_timestamps(true);
+            params.set_max_len(1);
+            params.set_split_on_word(true);
+        }
+        let mut reporter: &mut dyn Reporter = report;
+        // SAFETY: the trampoline only runs inside `state.full` below, on
+        // this thread, while `reporter` is alive and not otherwise used.
+        unsafe {
+            params.set_progress_callback(Some(on_progress));
+            params.set_progress_callback_user_data(
+                &mut reporter as *mut &mut dyn Reporter as *mut c_void,
+            );
+        }
+        state
+            .full(params, &pcm.samples)
+            .map_err(|e| EngineError::engine(format!("whisper.cpp could not transcribe: {e}")))?;
+        let mut text = String::new();
+        let mut segments = Vec::new();
+        for seg in state.as_iter() {
+            let s = seg
+                .to_str_lossy()
+                .map_err(|e| EngineError::engine(format!("segment text: {e}")))?
+                .into_owned();
+            text.push_str(&s);
+            segments.push(json!({
+                "start": seg.start_timestamp() as f64 / 100.0,
+                "end": seg.end_timestamp() as f64 / 100.0,
+                "text": s.trim(),
+            }));
+        }
+        let lang = whisper_rs::get_lang_str(state.full_lang_id_from_state()).unwrap_or("en");
+        let mut value = json!({
+            "text": text.trim(),
+            "language": lang,
+            "duration": (pcm.duration() * 1000.0).round() / 1000.0,
+            "elapsed_ms": started.elapsed().as_millis() as u64,
+        });
+        // The reference shape has `segments` as a count; with timestamps
+        // asked for it is the list of segments (or words).
+        value["segments"] = if timestamps.is_some() {
+            json!(segments)
+        } else {
+            json!(segments.len())
+        };
+        Ok(JobOutput::Json { value })
+    }
+}
+
+unsafe extern "C" fn on_progress(
+    _ctx: *mut whisper_rs_sys::whisper_context,
+    _state: *mut whisper_rs_sys::whisper_state,
+    progress: c_int,
+    data: *mut c_void,
+) {
+    if data.is_null() {
+        return;
+    }
+    // SAFETY: `data` is the `&mut &mut dyn Reporter` set right before
+    // `full`, valid for its duration (see `transcribe`).
+    let reporter = unsafe { &mut *(data as *mut &mut dyn Reporter) };
+    reporter.progress(Phase::Running, progress.clamp(0, 100) as u64, 100);
+}
+
+impl Engine for Whisper {
+    fn name(&self) -> &'static str {
+        "whisper-cpp"
+    }
+
+    fn run(
+        &mut self,
+        job: &JobRequest,
+        report: &mut dyn Reporter,
+    ) -> Result<JobOutput, EngineError> {
+        match &job.task {
+            Task::AudioStt(t) => self.transcribe(job, t, report),
+            other => Err(EngineError {
+                class: ErrorClass::CannotServe,
+                message: format!("whisper-cpp engine cannot serve {} tasks", other.kind()),
+            }),
+        }
+    }
+}

