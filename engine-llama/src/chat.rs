@@ -72,6 +72,79 @@ pub fn split_think(text: &str) -> (Option<String>, String) {
     (None, text.to_string())
 }
 
+/// The reply as it grows token by token: bytes become text as soon as
+/// they are whole UTF-8, and stop strings are looked for only where a new
+/// piece could complete one (so the cost per token does not grow).
+pub struct TextOut<'a> {
+    text: String,
+    pending: Vec<u8>,
+    stops: &'a [String],
+    longest: usize,
+    stopped: bool,
+}
+
+impl<'a> TextOut<'a> {
+    /// An empty reply that ends at any of `stops`.
+    pub fn new(stops: &'a [String]) -> Self {
+        Self {
+            text: String::new(),
+            pending: Vec::new(),
+            stops,
+            longest: stops.iter().map(String::len).max().unwrap_or(0),
+            stopped: false,
+        }
+    }
+
+    /// Adds a token's bytes; true when a stop string has been reached (the
+    /// text is then cut before it).
+    pub fn push(&mut self, piece: &[u8]) -> bool {
+        if self.stopped {
+            return true;
+        }
+        self.pending.extend_from_slice(piece);
+        let before = self.text.len();
+        match std::str::from_utf8(&self.pending) {
+            Ok(s) => {
+                self.text.push_str(s);
+                self.pending.clear();
+            }
+            Err(e) => {
+                let (good, rest) = self.pending.split_at(e.valid_up_to());
+                // Safe: `valid_up_to` bytes are valid UTF-8.
+                self.text.push_str(&String::from_utf8_lossy(good));
+                let rest = rest.to_vec();
+                // An invalid (not just incomplete) sequence is replaced.
+                if e.error_len().is_some() {
+                    self.text.push_str(&String::from_utf8_lossy(&rest));
+                    self.pending.clear();
+                } else {
+                    self.pending = rest;
+                }
+            }
+        }
+        if self.longest == 0 || self.text.len() == before {
+            return false;
+        }
+        let mut from = before.saturating_sub(self.longest - 1);
+        while !self.text.is_char_boundary(from) {
+            from -= 1;
+        }
+        if let Some(cut) = find_stop(&self.text[from..], self.stops) {
+            self.text.truncate(from + cut);
+            self.stopped = true;
+        }
+        self.stopped
+    }
+
+    /// The reply (a trailing incomplete character is replaced).
+    pub fn finish(mut self) -> String {
+        if !self.stopped && !self.pending.is_empty() {
+            self.text.push_str(&String::from_utf8_lossy(&self.pending));
+        }
+        self.text
+    }
+}
+
 /// Where the earliest stop string starts in `text`, if one does.
 pub fn find_stop(text: &str, stops: &[String]) -> Option<usize> {
     stops
@@ -144,6 +217,30 @@ mod tests {
             split_think("<think>never closed"),
             (None, "<think>never closed".into())
         );
+    }
+
+    #[test]
+    fn a_stop_split_across_pieces_is_never_emitted() {
+        let stops = vec!["<END>".to_string()];
+        let mut out = TextOut::new(&stops);
+        for piece in ["Hello", " wor", "ld <E", "N", "D> more"] {
+            if out.push(piece.as_bytes()) {
+                break;
+            }
+        }
+        assert_eq!(out.finish(), "Hello world ");
+        // A character split across tokens is joined, not mangled.
+        let mut out = TextOut::new(&[]);
+        let e = "é".as_bytes();
+        assert!(!out.push(&e[..1]));
+        assert!(!out.push(&e[1..]));
+        assert!(!out.push(b"!"));
+        assert_eq!(out.finish(), "é!");
+        // A multi-byte stop right at the start of the text.
+        let stops = vec!["→".to_string()];
+        let mut out = TextOut::new(&stops);
+        assert!(out.push("→ rest".as_bytes()));
+        assert_eq!(out.finish(), "");
     }
 
     #[test]

@@ -25,6 +25,8 @@ use crate::chat::{self, Turn};
 pub const DEFAULT_CONTEXT: u32 = 8192;
 /// Prompt tokens decoded per batch.
 const BATCH: usize = 512;
+/// Least time between two generation progress reports.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 self_cell::self_cell!(
     /// A model and the context that borrows it, kept together.
@@ -267,10 +269,10 @@ impl Llama {
             let mut sampler = build_sampler(model, grammar.as_deref(), temperature, t.top_p, seed)?;
             let room = n_ctx as usize - tokens.len();
             let budget = (max_tokens as usize).min(room);
-            let mut bytes: Vec<u8> = Vec::new();
+            let mut text_out = chat::TextOut::new(&stops);
             let mut generated = 0usize;
+            let mut last_report = Instant::now();
             let mut finish = "length";
-            let mut text = String::new();
             let mut idx = batch.n_tokens() - 1;
             let mut pos = tokens.len();
             while generated < budget {
@@ -280,11 +282,13 @@ impl Llama {
                     break;
                 }
                 generated += 1;
-                bytes.extend(vocab.token_to_piece(tok, false, None));
-                text = String::from_utf8_lossy(&bytes).into_owned();
-                report.progress(Phase::Running, generated as u64, budget as u64);
-                if let Some(cut) = chat::find_stop(&text, &stops) {
-                    text.truncate(cut);
+                // Progress for the first token, then at most every 100 ms:
+                // enough for the stall detector, cheap per token.
+                if generated == 1 || last_report.elapsed() >= PROGRESS_EVERY {
+                    report.progress(Phase::Running, generated as u64, budget as u64);
+                    last_report = Instant::now();
+                }
+                if text_out.push(&vocab.token_to_piece(tok, false, None)) {
                     finish = "stop";
                     break;
                 }
@@ -300,6 +304,8 @@ impl Llama {
                 ctx.decode(&mut batch)
                     .map_err(|e| engine_err(format!("llama.cpp decode: {e}")))?;
             }
+            report.progress(Phase::Running, generated as u64, budget as u64);
+            let text = text_out.finish();
             let (reasoning, content) = chat::split_think(&text);
             let mut message = json!({"role": "assistant", "content": content});
             if let Some(r) = reasoning {

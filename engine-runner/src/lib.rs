@@ -13,6 +13,7 @@
 //! link native libraries that each bundle ggml; they build as their own
 //! runner binaries on this library, never into one process.
 
+pub mod client;
 pub mod encode;
 pub mod engine;
 pub mod engines;

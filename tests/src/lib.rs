@@ -12,7 +12,6 @@
 pub mod claims;
 pub mod models;
 pub mod proc;
-pub mod runner;
 pub mod studio;
 pub mod tiny_sd;
 

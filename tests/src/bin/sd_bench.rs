@@ -9,12 +9,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use engine_runner::client::RunnerConn;
 use studio_protocol::runner::{FromRunner, JobRequest, Phase, ToRunner};
 use studio_protocol::studio::{
     Engine, FileRole, ImageTask, ModelCliDefaults, ModelFile, ModelSource, Task,
 };
-use studio_worker_tests::proc::percentile;
-use studio_worker_tests::runner::RunnerConn;
+use studio_worker_tests::proc::{bin, percentile};
 use studio_worker_tests::tiny_sd;
 
 fn job(i: usize, m: &tiny_sd::TinyZImage) -> ToRunner {
@@ -88,13 +88,13 @@ fn main() {
     let args = ["--stdio", "--threads", threads.as_str()];
 
     // Kept loaded: one runner, a warm-up job, then `jobs` jobs.
-    let mut r = RunnerConn::start("engine-runner-sd", &args);
-    r.send(&job(0, &model));
-    r.until_result(|_| {});
+    let mut r = RunnerConn::start(&bin("engine-runner-sd"), &args).expect("runner starts");
+    r.send(&job(0, &model)).expect("send");
+    r.until_result(|_| {}).expect("job runs");
     let t0 = Instant::now();
     for i in 1..=jobs {
-        r.send(&job(i, &model));
-        r.until_result(|_| {});
+        r.send(&job(i, &model)).expect("send");
+        r.until_result(|_| {}).expect("job runs");
     }
     let kept = t0.elapsed();
     r.stop();
@@ -106,9 +106,9 @@ fn main() {
     let t0 = Instant::now();
     for i in 1..=jobs {
         let spawn = Instant::now();
-        let mut r = RunnerConn::start("engine-runner-sd", &args);
+        let mut r = RunnerConn::start(&bin("engine-runner-sd"), &args).expect("runner starts");
         cold_hello.push(spawn.elapsed());
-        r.send(&job(i, &model));
+        r.send(&job(i, &model)).expect("send");
         let mut loaded = None;
         r.until_result(|m| {
             if let FromRunner::Progress {
@@ -119,7 +119,8 @@ fn main() {
             {
                 loaded.get_or_insert(spawn.elapsed());
             }
-        });
+        })
+        .expect("job runs");
         cold_loaded.push(loaded.unwrap_or_default());
         cold_result.push(spawn.elapsed());
         r.stop();

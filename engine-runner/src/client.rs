@@ -1,0 +1,82 @@
+//! The supervisor's side of the runner channel, synchronous and minimal:
+//! for benchmarks that drive a runner binary directly.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use studio_protocol::runner::frame::encode;
+use studio_protocol::runner::{
+    FrameReader, FromRunner, JobOutput, ToRunner, CHANNEL_VERSION, DEFAULT_MAX_FRAME_BYTES,
+};
+
+/// A runner child spoken to over the framed channel.
+pub struct RunnerConn {
+    child: Child,
+    stdin: ChildStdin,
+    out: FrameReader<ChildStdout>,
+}
+
+impl RunnerConn {
+    /// Starts `bin args…` (stderr discarded) and completes the handshake.
+    pub fn start(bin: &Path, args: &[&str]) -> Result<Self, String> {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err("runner pipes missing".into());
+        };
+        let out = FrameReader::new(stdout, DEFAULT_MAX_FRAME_BYTES);
+        let mut me = Self { child, stdin, out };
+        me.send(&ToRunner::Hello {
+            version: CHANNEL_VERSION,
+            epoch: 1,
+        })?;
+        match me.recv()? {
+            FromRunner::Hello { .. } => Ok(me),
+            other => Err(format!("runner answered the handshake with {other:?}")),
+        }
+    }
+
+    /// Sends one message.
+    pub fn send(&mut self, m: &ToRunner) -> Result<(), String> {
+        let frame = encode(m, DEFAULT_MAX_FRAME_BYTES).map_err(|e| e.to_string())?;
+        self.stdin
+            .write_all(&frame)
+            .and_then(|_| self.stdin.flush())
+            .map_err(|e| format!("write to runner: {e}"))
+    }
+
+    /// The next message.
+    pub fn recv(&mut self) -> Result<FromRunner, String> {
+        match self.out.read::<FromRunner>() {
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => Err("runner closed the channel".into()),
+            Err(e) => Err(format!("runner channel: {e}")),
+        }
+    }
+
+    /// Receives until the job's result; a job error is an `Err`. `on` sees
+    /// every message on the way.
+    pub fn until_result(&mut self, mut on: impl FnMut(&FromRunner)) -> Result<JobOutput, String> {
+        loop {
+            let m = self.recv()?;
+            on(&m);
+            match m {
+                FromRunner::Result { output, .. } => return Ok(output),
+                FromRunner::Error { message, .. } => return Err(format!("job failed: {message}")),
+                _ => {}
+            }
+        }
+    }
+
+    /// Asks the runner to exit and waits for it.
+    pub fn stop(mut self) {
+        let _ = self.send(&ToRunner::Shutdown);
+        let _ = self.child.wait();
+    }
+}
