@@ -102,6 +102,15 @@ pub struct JobArgs {
     /// Token budget (llm).
     #[arg(long)]
     pub max_tokens: Option<u32>,
+    /// Sampling temperature (llm; 0 is greedy, default 0.7).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Context size in tokens (llm; cliDefaults.contextSize, default 8192).
+    #[arg(long)]
+    pub context_size: Option<u32>,
+    /// Timestamps: `segment` or `word` (audio_stt).
+    #[arg(long)]
+    pub timestamps: Option<String>,
     /// Width in pixels.
     #[arg(long)]
     pub width: Option<u32>,

@@ -48,6 +48,7 @@ pub fn task_from_args(a: &JobArgs) -> anyhow::Result<Task> {
                 messages,
                 system: a.system.clone(),
                 max_tokens: a.max_tokens,
+                temperature: a.temperature,
                 seed: a.seed,
                 ..Default::default()
             })
@@ -55,6 +56,7 @@ pub fn task_from_args(a: &JobArgs) -> anyhow::Result<Task> {
         KindArg::AudioStt => Task::AudioStt(AudioSttTask {
             input_url: need(&a.input, "--input", "audio_stt")?,
             language: a.language.clone(),
+            timestamps: a.timestamps.clone(),
             ..Default::default()
         }),
         KindArg::AudioTts => Task::AudioTts(AudioTtsTask {
@@ -106,6 +108,7 @@ pub async fn run(cfg: &Config, args: JobArgs) -> anyhow::Result<()> {
     task.validate().map_err(anyhow::Error::msg)?;
     let mut source = ModelSource::synthetic();
     source.engine = Engine::parse(&args.engine);
+    source.cli_defaults.context_size = args.context_size;
     for spec in &args.files {
         source.files.push(local_model_file(spec)?);
     }

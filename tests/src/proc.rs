@@ -270,3 +270,30 @@ pub fn ffprobe(bytes: &[u8], ext: &str) -> (u32, u32, String, u32) {
         f[3].parse().unwrap(),
     )
 }
+
+/// Drives `engine-runner --stdio --json ARGS…` the way a person would:
+/// writes `lines` (then `"shutdown"`) and returns every JSON line it
+/// printed on stdout.
+pub fn runner_json(args: &[&str], lines: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(bin("engine-runner"))
+        .args(["--stdio", "--json"])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("engine-runner starts");
+    {
+        let mut stdin = child.stdin.take().expect("stdin");
+        for l in lines {
+            writeln!(stdin, "{l}").expect("write job");
+        }
+        writeln!(stdin, "\"shutdown\"").expect("write shutdown");
+    }
+    let out = child.wait_with_output().expect("engine-runner ends");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}

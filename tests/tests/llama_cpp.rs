@@ -52,7 +52,7 @@ async fn llama_cpp_answers_stops_constrains_and_refuses_long_prompts() {
     let studio = FakeStudio::start().await;
     let src = json!({"engine": "llama-cpp", "files": [{"role": "model", "url": studio.file_url(models::GGUF), "filename": models::GGUF, "approxBytes": bytes.len(), "sha256": hex::encode(Sha256::digest(&bytes))}], "cliDefaults": {"cfgScale": 1.0, "steps": 1, "width": 1, "height": 1, "contextSize": 2048}});
     studio.serve_file(models::GGUF, bytes);
-    let (_home, worker) = start_worker(&studio, "engine_threads = 1\n", &[]).await;
+    let (home, worker) = start_worker(&studio, "engine_threads = 1\n", &[]).await;
     let hello = studio.wait_frame("hello", "").await;
     assert!(
         hello["capabilities"]["supportedModelsPerKind"]["llm"]
@@ -175,4 +175,46 @@ async fn llama_cpp_answers_stops_constrains_and_refuses_long_prompts() {
         fail["error"].as_str().unwrap().contains("task.messages"),
         "{fail}"
     );
+
+    // A person drives the same engine: `studio-worker job` with the file
+    // on disk, and `engine-runner --engine llama-cpp` in JSON-lines mode.
+    let model_file = format!("model={}", gguf.display());
+    let out = home.cli(&[
+        "job",
+        "llm",
+        "--engine",
+        "llama-cpp",
+        "--prompt",
+        "What is the capital city of France? Answer with one word.",
+        "--temperature",
+        "0",
+        "--file",
+        &model_file,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(content(&r).contains("Paris"), "{r}");
+    let lines = studio_worker_tests::proc::runner_json(
+        &[
+            "--engine",
+            "llama-cpp",
+            "--threads",
+            "1",
+            "--model",
+            &gguf.to_string_lossy(),
+        ],
+        &[
+            json!({"job": {"jobId": "by-hand", "task": {"kind": "llm", "messages": user("What is the capital city of France? Answer with one word."), "temperature": 0}}}),
+        ],
+    );
+    assert_eq!(lines[0]["hello"]["engine"], "llama-cpp", "{lines:?}");
+    let result = lines
+        .iter()
+        .find_map(|l| l["result"]["output"]["json"]["value"].as_object().cloned())
+        .unwrap_or_else(|| panic!("no result in {lines:?}"));
+    assert!(content(&Value::Object(result)).contains("Paris"));
 }

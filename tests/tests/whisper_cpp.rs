@@ -97,7 +97,7 @@ async fn whisper_cpp_transcribes_wav_float_stereo_and_mp3() {
         let name = f.file_name().unwrap().to_string_lossy().to_string();
         studio.serve_file(&name, std::fs::read(f).unwrap());
     }
-    let (_home, worker) = start_worker(&studio, "engine_threads = 1\n", &[]).await;
+    let (home, worker) = start_worker(&studio, "engine_threads = 1\n", &[]).await;
     let hello = studio.wait_frame("hello", "").await;
     assert!(
         hello["capabilities"]["supportedModelsPerKind"]["audio_stt"]
@@ -190,6 +190,50 @@ async fn whisper_cpp_transcribes_wav_float_stereo_and_mp3() {
         "one load for every job: {loads:?}\n{}",
         worker.log()
     );
+
+    // A person drives the same engine: `studio-worker job` with local
+    // files, and `engine-runner --engine whisper-cpp` in JSON-lines mode.
+    let model_file = format!("model={}", model.display());
+    let out = home.cli(&[
+        "job",
+        "audio_stt",
+        "--engine",
+        "whisper-cpp",
+        "--input",
+        &mp3.to_string_lossy(),
+        "--file",
+        &model_file,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(wer(SENTENCE, r["text"].as_str().unwrap()) < 0.3, "{r}");
+    let lines = studio_worker_tests::proc::runner_json(
+        &[
+            "--engine",
+            "whisper-cpp",
+            "--threads",
+            "1",
+            "--model",
+            &model.to_string_lossy(),
+        ],
+        &[
+            json!({"job": {"jobId": "by-hand", "task": {"kind": "audio_stt", "inputUrl": "file"}, "inputs": {"inputUrl": s16.to_string_lossy()}}}),
+        ],
+    );
+    assert_eq!(lines[0]["hello"]["engine"], "whisper-cpp", "{lines:?}");
+    let text = lines
+        .iter()
+        .find_map(|l| {
+            l["result"]["output"]["json"]["value"]["text"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("no result in {lines:?}"));
+    assert!(wer(SENTENCE, &text) < 0.3, "{text}");
 }
 
 #[test]

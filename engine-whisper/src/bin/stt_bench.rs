@@ -1,0 +1,192 @@
+//! `stt-bench MODEL.bin AUDIO.wav [RUNS] [THREADS]`: whisper.cpp through
+//! our path against the bare library on the same machine, model, audio and
+//! thread count (README "Performance").
+//!
+//! * bare: `whisper-rs` called directly in this process (context and state
+//!   made once; per run: read the 16 kHz mono WAV, `full` with greedy
+//!   decoding, collect the text).
+//! * ours: `engine-runner-whisper` (beside this binary) over the framed
+//!   runner channel with the model already loaded, exactly as the
+//!   supervisor drives it.
+//!
+//! Real-time factor = processing time / audio duration (lower is faster);
+//! the ratio is bare time / our time (1.0 = no overhead). Also the
+//! runner's cold start (spawn → handshake → model loaded).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use engine_runner::client::RunnerConn;
+use studio_protocol::runner::{FromRunner, JobOutput, JobRequest, Phase, ToRunner};
+use studio_protocol::studio::{AudioSttTask, Engine, ModelSource, Task};
+use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn job(i: usize, audio: &Path) -> ToRunner {
+    let mut source = ModelSource::synthetic();
+    source.engine = Engine::WhisperCpp;
+    ToRunner::Job(Box::new(JobRequest {
+        job_id: format!("stt-{i}"),
+        epoch: 1,
+        task: Task::AudioStt(AudioSttTask {
+            input_url: "bench".into(),
+            language: Some("en".into()),
+            ..Default::default()
+        }),
+        model: "bench".into(),
+        model_source: source,
+        model_files: BTreeMap::new(),
+        inputs: BTreeMap::from([("inputUrl".to_string(), audio.to_string_lossy().to_string())]),
+        scratch_dir: None,
+    }))
+}
+
+fn ours(
+    runner: &Path,
+    model: &Path,
+    audio: &Path,
+    runs: usize,
+    threads: &str,
+) -> (Vec<Duration>, String, [Duration; 2]) {
+    let spawn = Instant::now();
+    let model_arg = model.to_string_lossy().to_string();
+    let mut r = RunnerConn::start(
+        runner,
+        &["--stdio", "--threads", threads, "--model", &model_arg],
+    )
+    .expect("engine-runner-whisper starts");
+    let hello = spawn.elapsed();
+    let mut loaded = Duration::ZERO;
+    r.send(&job(0, audio)).expect("send");
+    r.until_result(|m| {
+        if let FromRunner::Progress {
+            phase: Phase::Loading,
+            done: 1,
+            ..
+        } = m
+        {
+            loaded = spawn.elapsed();
+        }
+    })
+    .expect("warm-up job");
+    let mut times = Vec::new();
+    let mut text = String::new();
+    for i in 1..=runs {
+        let t0 = Instant::now();
+        r.send(&job(i, audio)).expect("send");
+        let out = r.until_result(|_| {}).expect("job runs");
+        times.push(t0.elapsed());
+        if let JobOutput::Json { value } = out {
+            text = value["text"].as_str().unwrap_or_default().to_string();
+        }
+    }
+    r.stop();
+    (times, text, [hello, loaded])
+}
+
+fn bare(model: &Path, audio: &Path, runs: usize, threads: i32) -> (Vec<Duration>, String, f64) {
+    whisper_rs::install_logging_hooks();
+    let ctx = WhisperContext::new_with_params(
+        &model.to_string_lossy(),
+        WhisperContextParameters::default(),
+    )
+    .expect("model loads");
+    let mut state = ctx.create_state().expect("state");
+    let mut times = Vec::new();
+    let mut text = String::new();
+    let mut seconds = 0.0;
+    for run in 0..=runs {
+        let t0 = Instant::now();
+        let mut reader = hound::WavReader::open(audio).expect("wav");
+        let spec = reader.spec();
+        assert_eq!(
+            (spec.sample_rate, spec.channels, spec.bits_per_sample),
+            (16_000, 1, 16),
+            "stt-bench wants 16 kHz mono 16-bit WAV"
+        );
+        let samples: Vec<f32> = reader
+            .samples::<i16>()
+            .map(|s| s.map(|v| v as f32 / 32768.0))
+            .collect::<Result<_, _>>()
+            .expect("samples");
+        seconds = samples.len() as f64 / 16_000.0;
+        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        params.set_n_threads(threads);
+        params.set_language(Some("en"));
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_timestamps(false);
+        state.full(params, &samples).expect("full");
+        text = state
+            .as_iter()
+            .map(|s| s.to_str_lossy().map(|t| t.into_owned()).unwrap_or_default())
+            .collect::<String>()
+            .trim()
+            .to_string();
+        if run > 0 {
+            times.push(t0.elapsed());
+        }
+    }
+    (times, text, seconds)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (Some(model), Some(audio)) = (
+        args.next().map(PathBuf::from),
+        args.next().map(PathBuf::from),
+    ) else {
+        eprintln!("usage: stt-bench MODEL.bin AUDIO.wav [RUNS] [THREADS]");
+        std::process::exit(2);
+    };
+    let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
+    let threads: i32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
+    let runner = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("engine-runner-whisper")))
+        .expect("engine-runner-whisper beside stt-bench");
+    let (ours_t, ours_text, [hello, loaded]) =
+        ours(&runner, &model, &audio, runs, &threads.to_string());
+    let (bare_t, bare_text, seconds) = bare(&model, &audio, runs, threads);
+    assert_eq!(ours_text, bare_text, "both paths must transcribe the same");
+    let (o, b) = (median(ours_t), median(bare_t));
+    println!(
+        "## whisper.cpp, {}, {seconds:.2} s of audio, {threads} thread(s), {runs} runs (medians)\n",
+        model
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default()
+    );
+    println!("| path | time | real-time factor |");
+    println!("| --- | ---: | ---: |");
+    println!(
+        "| bare `whisper-rs` | {:.1} ms | {:.3} |",
+        b.as_secs_f64() * 1000.0,
+        b.as_secs_f64() / seconds
+    );
+    println!(
+        "| ours (runner channel, model loaded) | {:.1} ms | {:.3} |",
+        o.as_secs_f64() * 1000.0,
+        o.as_secs_f64() / seconds
+    );
+    println!(
+        "| ratio bare / ours (speed) | {:.3} | |",
+        b.as_secs_f64() / o.as_secs_f64()
+    );
+    println!("\n| runner cold start | time |");
+    println!("| --- | ---: |");
+    println!(
+        "| spawn → handshake | {:.1} ms |",
+        hello.as_secs_f64() * 1000.0
+    );
+    println!(
+        "| spawn → model loaded | {:.1} ms |",
+        loaded.as_secs_f64() * 1000.0
+    );
+    println!("\ntext: {ours_text:?}");
+}
