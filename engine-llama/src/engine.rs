@@ -6,7 +6,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use engine_runner::engine::{Engine, EngineError, Reporter};
+use engine_runner::engine::{single_model_file, Engine, EngineError, Reporter};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -17,7 +17,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use serde_json::{json, Map};
 use studio_protocol::runner::{ErrorClass, JobOutput, JobRequest, Phase};
-use studio_protocol::studio::{FileRole, LlmTask, LogLevel, Task};
+use studio_protocol::studio::{LlmTask, LogLevel, Task};
 
 use crate::chat::{self, Turn};
 
@@ -68,29 +68,6 @@ impl Llama {
             loaded: None,
             loads: 0,
         })
-    }
-
-    /// The job's GGUF file (role `model`, or the only file), else the
-    /// command line's.
-    fn model_path(&self, job: &JobRequest) -> Result<PathBuf, EngineError> {
-        let files = &job.model_source.files;
-        let pick = files
-            .iter()
-            .find(|f| f.role == FileRole::Model)
-            .or_else(|| (files.len() == 1).then(|| &files[0]));
-        match pick {
-            Some(f) => job
-                .model_files
-                .get(&f.filename)
-                .map(PathBuf::from)
-                .ok_or_else(|| engine_err(format!("model file {} was not fetched", f.filename))),
-            None if files.is_empty() => self.default_model.clone().ok_or_else(|| {
-                EngineError::bad_input("modelSource.files: llama-cpp needs a GGUF `model` file")
-            }),
-            None => Err(EngineError::bad_input(
-                "modelSource.files: several files and none has role `model`",
-            )),
-        }
     }
 
     fn ensure_loaded(
@@ -209,7 +186,7 @@ impl Llama {
             ),
             None => None,
         };
-        let path = self.model_path(job)?;
+        let path = single_model_file(job, self.default_model.as_deref(), "llama-cpp", "a GGUF")?;
         let loaded = self.ensure_loaded(&path, want_ctx, report)?;
         let n_ctx = loaded.n_ctx;
         let template = loaded.template.clone();

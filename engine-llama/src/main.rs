@@ -13,7 +13,7 @@ mod engine;
 use std::path::PathBuf;
 
 use clap::Parser;
-use engine_runner::process::{run, RunnerArgs};
+use engine_runner::process::{self, run, RunnerArgs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -37,30 +37,11 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    if args.engine != "llama-cpp" {
-        eprintln!(
-            "engine-runner-llama: engine `{}` is not built into this runner (available: llama-cpp)",
-            args.engine
-        );
-        std::process::exit(2);
-    }
-    let threads = args
-        .threads
-        .filter(|t| *t > 0)
-        .unwrap_or_else(engine_runner::process::physical_cores);
+    process::require_engine("engine-runner-llama", &args.engine, "llama-cpp");
+    let threads = process::threads_or_default(args.threads);
     let model = args.model;
     run("engine-runner-llama", args.common, move || {
-        // llama.cpp's log lines go through tracing to stderr (which the
-        // supervisor drains into its log), never onto the channel.
-        let _ = tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_ansi(false)
-            .with_target(false)
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_env("STUDIO_WORKER_ENGINE_LOG")
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-            )
-            .try_init();
+        process::log_to_stderr();
         llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
         engine::Llama::new(threads, model)
             .map(|e| Box::new(e) as Box<dyn engine_runner::engine::Engine>)

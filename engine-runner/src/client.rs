@@ -42,6 +42,32 @@ impl RunnerConn {
         }
     }
 
+    /// Starts a runner and runs `warmup` on it, so the model is loaded.
+    /// Also returns the cold start: spawn → handshake and spawn → the
+    /// engine's "model loaded" progress.
+    pub fn start_warm(
+        bin: &Path,
+        args: &[&str],
+        warmup: &ToRunner,
+    ) -> Result<(Self, [std::time::Duration; 2]), String> {
+        let spawn = std::time::Instant::now();
+        let mut me = Self::start(bin, args)?;
+        let hello = spawn.elapsed();
+        let mut loaded = std::time::Duration::ZERO;
+        me.send(warmup)?;
+        me.until_result(|m| {
+            if let FromRunner::Progress {
+                phase: studio_protocol::runner::Phase::Loading,
+                done: 1,
+                ..
+            } = m
+            {
+                loaded = spawn.elapsed();
+            }
+        })?;
+        Ok((me, [hello, loaded]))
+    }
+
     /// Sends one message.
     pub fn send(&mut self, m: &ToRunner) -> Result<(), String> {
         let frame = encode(m, DEFAULT_MAX_FRAME_BYTES).map_err(|e| e.to_string())?;

@@ -56,3 +56,46 @@ pub trait Engine: Send {
         report: &mut dyn Reporter,
     ) -> Result<JobOutput, EngineError>;
 }
+
+/// The one model file of a single-file engine (llama.cpp GGUF, whisper.cpp
+/// ggml): the job's file with role `model`, or its only file; with no files,
+/// `default` (the runner's `--model`, for driving it by hand). `what` names
+/// the file in errors (`a GGUF`).
+pub fn single_model_file(
+    job: &JobRequest,
+    default: Option<&std::path::Path>,
+    engine: &str,
+    what: &str,
+) -> Result<std::path::PathBuf, EngineError> {
+    use studio_protocol::studio::FileRole;
+    let files = &job.model_source.files;
+    let pick = files
+        .iter()
+        .find(|f| f.role == FileRole::Model)
+        .or_else(|| (files.len() == 1).then(|| &files[0]));
+    match pick {
+        Some(f) => job
+            .model_files
+            .get(&f.filename)
+            .map(std::path::PathBuf::from)
+            .ok_or_else(|| {
+                EngineError::engine(format!("model file {} was not fetched", f.filename))
+            }),
+        None if files.is_empty() => default.map(std::path::Path::to_path_buf).ok_or_else(|| {
+            EngineError::bad_input(format!(
+                "modelSource.files: {engine} needs {what} `model` file"
+            ))
+        }),
+        None => Err(EngineError::bad_input(
+            "modelSource.files: several files and none has role `model`",
+        )),
+    }
+}
+
+/// Where an engine may write intermediate files for `job`.
+pub fn scratch_dir(job: &JobRequest) -> std::path::PathBuf {
+    job.scratch_dir
+        .as_ref()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+}

@@ -94,3 +94,32 @@ pub fn physical_cores() -> i32 {
         cores.len().min(logical) as i32
     }
 }
+
+/// Exits with a clear line when `--engine` names another family than the
+/// one this runner binary hosts.
+pub fn require_engine(binary: &str, asked: &str, hosted: &str) {
+    if asked != hosted {
+        eprintln!("{binary}: engine `{asked}` is not built into this runner (available: {hosted})");
+        std::process::exit(2);
+    }
+}
+
+/// The thread count from `--threads`, else [`physical_cores`].
+pub fn threads_or_default(threads: Option<i32>) -> i32 {
+    threads.filter(|t| *t > 0).unwrap_or_else(physical_cores)
+}
+
+/// Routes a native library's `tracing` events to stderr (which the
+/// supervisor drains into its log), filtered by `STUDIO_WORKER_ENGINE_LOG`
+/// (default `warn`); never onto the channel.
+pub fn log_to_stderr() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STUDIO_WORKER_ENGINE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .try_init();
+}

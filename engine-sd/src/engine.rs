@@ -200,12 +200,7 @@ impl SdCpp {
         // Precedence: job value → cliDefaults → engine default.
         let width = t.width.unwrap_or(d.width);
         let height = t.height.unwrap_or(d.height);
-        check_size(width, height)?;
-        if !width.is_multiple_of(16) || !height.is_multiple_of(16) {
-            return Err(EngineError::bad_input(format!(
-                "task.width/task.height: sd-cpp needs multiples of 16, got {width}x{height}"
-            )));
-        }
+        sd_size(width, height)?;
         let ext = image_ext(t.effective_ext())?;
         let steps = t.steps.unwrap_or(d.steps).max(1);
         let cfg = t.cfg_scale.unwrap_or(d.cfg_scale) as f32;
@@ -329,20 +324,11 @@ impl SdCpp {
         let d = &job.model_source.cli_defaults;
         let width = t.width.unwrap_or(d.width);
         let height = t.height.unwrap_or(d.height);
-        check_size(width, height)?;
-        if !width.is_multiple_of(16) || !height.is_multiple_of(16) {
-            return Err(EngineError::bad_input(format!(
-                "task.width/task.height: sd-cpp needs multiples of 16, got {width}x{height}"
-            )));
-        }
+        sd_size(width, height)?;
         let fps = t.fps.unwrap_or(DEFAULT_VIDEO_FPS);
         let wanted = video::frame_count(fps, t.effective_seconds())?;
         let ext = t.effective_ext().to_ascii_lowercase();
-        let scratch = job
-            .scratch_dir
-            .as_ref()
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
+        let scratch = engine_runner::engine::scratch_dir(job);
         let spec = VideoSpec {
             width,
             height,
@@ -476,6 +462,17 @@ pub fn fit_frames(mut frames: Vec<image::RgbImage>, wanted: u64) -> Vec<image::R
         }
     }
     frames
+}
+
+/// The general size limits plus sd.cpp's: multiples of 16.
+fn sd_size(width: u32, height: u32) -> Result<(), EngineError> {
+    check_size(width, height)?;
+    if !width.is_multiple_of(16) || !height.is_multiple_of(16) {
+        return Err(EngineError::bad_input(format!(
+            "task.width/task.height: sd-cpp needs multiples of 16, got {width}x{height}"
+        )));
+    }
+    Ok(())
 }
 
 /// The prompt pair as C strings; a NUL byte is an error naming the field.

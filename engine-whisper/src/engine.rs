@@ -6,10 +6,10 @@ use std::os::raw::c_int;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use engine_runner::engine::{Engine, EngineError, Reporter};
+use engine_runner::engine::{single_model_file, Engine, EngineError, Reporter};
 use serde_json::json;
 use studio_protocol::runner::{ErrorClass, JobOutput, JobRequest, Phase};
-use studio_protocol::studio::{AudioSttTask, FileRole, LogLevel, Task};
+use studio_protocol::studio::{AudioSttTask, LogLevel, Task};
 use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
 };
@@ -39,29 +39,6 @@ impl Whisper {
             default_model,
             loaded: None,
             loads: 0,
-        }
-    }
-
-    fn model_path(&self, job: &JobRequest) -> Result<PathBuf, EngineError> {
-        let files = &job.model_source.files;
-        let pick = files
-            .iter()
-            .find(|f| f.role == FileRole::Model)
-            .or_else(|| (files.len() == 1).then(|| &files[0]));
-        match pick {
-            Some(f) => job
-                .model_files
-                .get(&f.filename)
-                .map(PathBuf::from)
-                .ok_or_else(|| {
-                    EngineError::engine(format!("model file {} was not fetched", f.filename))
-                }),
-            None if files.is_empty() => self.default_model.clone().ok_or_else(|| {
-                EngineError::bad_input("modelSource.files: whisper-cpp needs a ggml `model` file")
-            }),
-            None => Err(EngineError::bad_input(
-                "modelSource.files: several files and none has role `model`",
-            )),
         }
     }
 
@@ -135,7 +112,12 @@ impl Whisper {
             LogLevel::Info,
             format!("audio: {:.2} s ({})", pcm.duration(), pcm.source),
         );
-        let path = self.model_path(job)?;
+        let path = single_model_file(
+            job,
+            self.default_model.as_deref(),
+            "whisper-cpp",
+            "a ggml whisper",
+        )?;
         let threads = self.threads;
         let state = self.ensure_loaded(&path, report)?;
 

@@ -237,6 +237,34 @@ impl FakeStudio {
         );
     }
 
+    /// Serves the file at `path` under its own name and returns its
+    /// `modelSource.files` entry (role, URL, size and SHA-256).
+    pub fn serve_model_file(&self, role: &str, path: &std::path::Path) -> Value {
+        use sha2::Digest;
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let entry = serde_json::json!({"role": role, "url": self.file_url(&name), "filename": name, "approxBytes": bytes.len(), "sha256": hex::encode(sha2::Sha256::digest(&bytes))});
+        self.serve_file(&name, bytes);
+        entry
+    }
+
+    /// Messages of every shipped log entry that contain `needle`, in order.
+    pub fn log_lines_containing(&self, needle: &str) -> Vec<String> {
+        self.frames("logBatch")
+            .iter()
+            .flat_map(|b| b["entries"].as_array().cloned().unwrap_or_default())
+            .filter_map(|e| {
+                e["message"]
+                    .as_str()
+                    .filter(|m| m.contains(needle))
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+
     /// The next full download of `name` breaks after `bytes` bytes.
     pub fn cut_file_after(&self, name: &str, bytes: usize) {
         if let Some(f) = self.shared.lock().files.get_mut(name) {

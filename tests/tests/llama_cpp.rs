@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use studio_worker_tests::studio::FakeStudio;
 use studio_worker_tests::{models, start_worker};
 
@@ -31,27 +30,12 @@ fn content(r: &Value) -> String {
         .to_string()
 }
 
-fn loads(studio: &FakeStudio) -> Vec<String> {
-    studio
-        .frames("logBatch")
-        .iter()
-        .flat_map(|b| b["entries"].as_array().cloned().unwrap_or_default())
-        .filter_map(|e| {
-            e["message"]
-                .as_str()
-                .filter(|m| m.contains("(load #"))
-                .map(str::to_string)
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn llama_cpp_answers_stops_constrains_and_refuses_long_prompts() {
     let gguf = models::path(models::GGUF);
-    let bytes = std::fs::read(&gguf).unwrap();
     let studio = FakeStudio::start().await;
-    let src = json!({"engine": "llama-cpp", "files": [{"role": "model", "url": studio.file_url(models::GGUF), "filename": models::GGUF, "approxBytes": bytes.len(), "sha256": hex::encode(Sha256::digest(&bytes))}], "cliDefaults": {"cfgScale": 1.0, "steps": 1, "width": 1, "height": 1, "contextSize": 2048}});
-    studio.serve_file(models::GGUF, bytes);
+    let file = studio.serve_model_file("model", &gguf);
+    let src = json!({"engine": "llama-cpp", "files": [file], "cliDefaults": {"cfgScale": 1.0, "steps": 1, "width": 1, "height": 1, "contextSize": 2048}});
     let (home, worker) = start_worker(&studio, "engine_threads = 1\n", &[]).await;
     let hello = studio.wait_frame("hello", "").await;
     assert!(
@@ -146,7 +130,7 @@ async fn llama_cpp_answers_stops_constrains_and_refuses_long_prompts() {
 
     // All of that on one load.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let l = loads(&studio);
+    let l = studio.log_lines_containing("(load #");
     assert_eq!(
         l.len(),
         1,

@@ -8,23 +8,19 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use studio_worker_tests::start_worker;
 use studio_worker_tests::studio::{FakeStudio, Upload};
 use studio_worker_tests::tiny_sd;
 
 fn source(studio: &FakeStudio, m: &tiny_sd::TinyZImage) -> Value {
-    let mut files = Vec::new();
-    for (role, path) in [
+    let files: Vec<Value> = [
         ("diffusion-model", &m.diffusion),
         ("text-encoder", &m.text_encoder),
         ("taesd", &m.taesd),
-    ] {
-        let bytes = std::fs::read(path).unwrap();
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        files.push(json!({"role": role, "url": studio.file_url(&name), "filename": name, "approxBytes": bytes.len(), "sha256": hex::encode(Sha256::digest(&bytes))}));
-        studio.serve_file(&name, bytes);
-    }
+    ]
+    .iter()
+    .map(|(role, path)| studio.serve_model_file(role, path))
+    .collect();
     json!({"engine": "sd-cpp", "files": files, "cliDefaults": {"cfgScale": 1.0, "steps": 4, "width": 128, "height": 128, "samplingMethod": "euler"}})
 }
 
@@ -33,17 +29,7 @@ fn offer(id: &str, model: &str, src: &Value, task: Value) -> Value {
 }
 
 fn loads(studio: &FakeStudio) -> Vec<String> {
-    studio
-        .frames("logBatch")
-        .iter()
-        .flat_map(|b| b["entries"].as_array().cloned().unwrap_or_default())
-        .filter_map(|e| {
-            e["message"]
-                .as_str()
-                .filter(|m| m.contains("(load #"))
-                .map(str::to_string)
-        })
-        .collect()
+    studio.log_lines_containing("(load #")
 }
 
 async fn image_of(studio: &FakeStudio, id: &str) -> (Upload, image::DynamicImage) {

@@ -14,7 +14,6 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use studio_worker_tests::proc::ffprobe;
 use studio_worker_tests::start_worker;
 use studio_worker_tests::studio::{Event, FakeStudio, Upload};
@@ -54,13 +53,10 @@ async fn sd_cpp_makes_mp4_and_webm_video_on_a_wan_shaped_model() {
     eprintln!("wrote the Wan-shaped model in {:.1?}", t.elapsed());
 
     let studio = FakeStudio::start().await;
-    let mut files = Vec::new();
-    for (role, path) in [("diffusion-model", &m.diffusion), ("taesd", &m.taesd)] {
-        let bytes = std::fs::read(path).unwrap();
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        files.push(json!({"role": role, "url": studio.file_url(&name), "filename": name, "approxBytes": bytes.len(), "sha256": hex::encode(Sha256::digest(&bytes))}));
-        studio.serve_file(&name, bytes);
-    }
+    let files: Vec<Value> = [("diffusion-model", &m.diffusion), ("taesd", &m.taesd)]
+        .iter()
+        .map(|(role, path)| studio.serve_model_file(role, path))
+        .collect();
     let src = json!({"engine": "sd-cpp", "files": files, "cliDefaults": {"cfgScale": 1.0, "steps": 2, "width": 64, "height": 64, "samplingMethod": "euler"}});
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (_home, worker) = start_worker(
@@ -114,17 +110,7 @@ async fn sd_cpp_makes_mp4_and_webm_video_on_a_wan_shaped_model() {
     );
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let loads: Vec<String> = studio
-        .frames("logBatch")
-        .iter()
-        .flat_map(|b| b["entries"].as_array().cloned().unwrap_or_default())
-        .filter_map(|e| {
-            e["message"]
-                .as_str()
-                .filter(|m| m.contains("(load #"))
-                .map(str::to_string)
-        })
-        .collect();
+    let loads = studio.log_lines_containing("(load #");
     assert_eq!(
         loads.len(),
         1,

@@ -10,7 +10,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use studio_worker_tests::studio::FakeStudio;
 use studio_worker_tests::{models, start_worker};
 
@@ -89,10 +88,9 @@ async fn whisper_cpp_transcribes_wav_float_stereo_and_mp3() {
     );
 
     let model = models::path(models::WHISPER);
-    let bytes = std::fs::read(&model).unwrap();
     let studio = FakeStudio::start().await;
-    let src = json!({"engine": "whisper-cpp", "files": [{"role": "model", "url": studio.file_url(models::WHISPER), "filename": models::WHISPER, "approxBytes": bytes.len(), "sha256": hex::encode(Sha256::digest(&bytes))}], "cliDefaults": {"cfgScale": 1.0, "steps": 1, "width": 1, "height": 1}});
-    studio.serve_file(models::WHISPER, bytes);
+    let file = studio.serve_model_file("model", &model);
+    let src = json!({"engine": "whisper-cpp", "files": [file], "cliDefaults": {"cfgScale": 1.0, "steps": 1, "width": 1, "height": 1}});
     for f in [&s16, &f32, &mp3] {
         let name = f.file_name().unwrap().to_string_lossy().to_string();
         studio.serve_file(&name, std::fs::read(f).unwrap());
@@ -173,17 +171,7 @@ async fn whisper_cpp_transcribes_wav_float_stereo_and_mp3() {
     );
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let loads: Vec<String> = studio
-        .frames("logBatch")
-        .iter()
-        .flat_map(|b| b["entries"].as_array().cloned().unwrap_or_default())
-        .filter_map(|e| {
-            e["message"]
-                .as_str()
-                .filter(|m| m.contains("(load #"))
-                .map(str::to_string)
-        })
-        .collect();
+    let loads = studio.log_lines_containing("(load #");
     assert_eq!(
         loads.len(),
         1,

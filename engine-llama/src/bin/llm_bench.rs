@@ -92,27 +92,13 @@ fn ours(
     threads: &str,
     tokens: u32,
 ) -> (Vec<Run>, (u64, u64), [Duration; 2]) {
-    let spawn = Instant::now();
     let model_arg = model.to_string_lossy().to_string();
-    let mut r = RunnerConn::start(
+    let (mut r, [hello, loaded]) = RunnerConn::start_warm(
         runner,
         &["--stdio", "--threads", threads, "--model", &model_arg],
+        &job(0, tokens),
     )
-    .expect("engine-runner-llama starts");
-    let hello = spawn.elapsed();
-    let mut loaded = Duration::ZERO;
-    r.send(&job(0, tokens)).expect("send");
-    r.until_result(|m| {
-        if let FromRunner::Progress {
-            phase: Phase::Loading,
-            done: 1,
-            ..
-        } = m
-        {
-            loaded = spawn.elapsed();
-        }
-    })
-    .expect("warm-up job");
+    .expect("engine-runner-llama starts and runs the warm-up job");
     let mut out = Vec::new();
     let mut counts = (0, 0);
     for i in 1..=runs {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use engine_runner::client::RunnerConn;
-use studio_protocol::runner::{FromRunner, JobOutput, JobRequest, Phase, ToRunner};
+use studio_protocol::runner::{JobOutput, JobRequest, ToRunner};
 use studio_protocol::studio::{AudioSttTask, Engine, ModelSource, Task};
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
 
@@ -53,27 +53,13 @@ fn ours(
     runs: usize,
     threads: &str,
 ) -> (Vec<Duration>, String, [Duration; 2]) {
-    let spawn = Instant::now();
     let model_arg = model.to_string_lossy().to_string();
-    let mut r = RunnerConn::start(
+    let (mut r, [hello, loaded]) = RunnerConn::start_warm(
         runner,
         &["--stdio", "--threads", threads, "--model", &model_arg],
+        &job(0, audio),
     )
-    .expect("engine-runner-whisper starts");
-    let hello = spawn.elapsed();
-    let mut loaded = Duration::ZERO;
-    r.send(&job(0, audio)).expect("send");
-    r.until_result(|m| {
-        if let FromRunner::Progress {
-            phase: Phase::Loading,
-            done: 1,
-            ..
-        } = m
-        {
-            loaded = spawn.elapsed();
-        }
-    })
-    .expect("warm-up job");
+    .expect("engine-runner-whisper starts and runs the warm-up job");
     let mut times = Vec::new();
     let mut text = String::new();
     for i in 1..=runs {

@@ -1,8 +1,6 @@
 //! Synthetic video: moving frames of the requested size, `fps × seconds`
 //! of them, through the shared video encoder.
 
-use std::path::PathBuf;
-
 use studio_protocol::runner::{JobOutput, JobRequest, Phase};
 use studio_protocol::studio::VideoTask;
 
@@ -25,11 +23,7 @@ pub(super) fn run(
     // An animation needs two frames at least.
     let count = video::frame_count(fps, t.effective_seconds())?.max(2);
     let ext = t.effective_ext().to_ascii_lowercase();
-    let scratch = job
-        .scratch_dir
-        .as_ref()
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
+    let scratch = crate::engine::scratch_dir(job);
     let spec = VideoSpec {
         width: w,
         height: h,
