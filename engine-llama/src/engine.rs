@@ -6,7 +6,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use engine_runner::engine::{single_model_file, Engine, EngineError, Reporter};
+use engine_runner::engine::{single_model_file, Engine, EngineError, Loads, Reporter};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -50,7 +50,7 @@ pub struct Llama {
     threads: i32,
     default_model: Option<PathBuf>,
     loaded: Option<Loaded>,
-    loads: u64,
+    loads: Loads,
 }
 
 fn engine_err(msg: impl Into<String>) -> EngineError {
@@ -66,7 +66,7 @@ impl Llama {
             threads,
             default_model,
             loaded: None,
-            loads: 0,
+            loads: Loads::default(),
         })
     }
 
@@ -126,25 +126,21 @@ impl Llama {
             m.new_context(backend, params)
         })
         .map_err(|e| engine_err(format!("llama.cpp context of {n_ctx} tokens: {e}")))?;
-        report.progress(Phase::Loading, 1, 1);
         if same_model {
+            report.progress(Phase::Loading, 1, 1);
             report.log(
                 LogLevel::Info,
                 format!(
                     "context resized to {n_ctx} tokens in {} ms (model kept, load #{})",
                     started.elapsed().as_millis(),
-                    self.loads
+                    self.loads.count()
                 ),
             );
         } else {
-            self.loads += 1;
-            report.log(
-                LogLevel::Info,
-                format!(
-                    "model loaded in {} ms (load #{}; context {n_ctx} of {train} trained)",
-                    started.elapsed().as_millis(),
-                    self.loads
-                ),
+            self.loads.record(
+                report,
+                started,
+                &format!("; context {n_ctx} of {train} trained"),
             );
         }
         self.loaded = Some(Loaded {

@@ -99,3 +99,37 @@ pub fn scratch_dir(job: &JobRequest) -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir)
 }
+
+/// Counts model loads and tells the supervisor about each one: a
+/// "model loaded in N ms (load #K…)" log line (tests and operators read
+/// the counter) after the loading phase's last progress.
+#[derive(Debug, Default)]
+pub struct Loads(u64);
+
+impl Loads {
+    /// Records a load that began at `started`; `note` is appended inside
+    /// the parentheses (`; context 8192`).
+    pub fn record(
+        &mut self,
+        report: &mut dyn Reporter,
+        started: std::time::Instant,
+        note: &str,
+    ) -> u64 {
+        self.0 += 1;
+        report.progress(Phase::Loading, 1, 1);
+        report.log(
+            LogLevel::Info,
+            format!(
+                "model loaded in {} ms (load #{}{note})",
+                started.elapsed().as_millis(),
+                self.0
+            ),
+        );
+        self.0
+    }
+
+    /// Loads so far.
+    pub fn count(&self) -> u64 {
+        self.0
+    }
+}

@@ -123,3 +123,28 @@ pub fn log_to_stderr() {
         )
         .try_init();
 }
+
+/// The flags of a runner binary that hosts one model file (llama.cpp,
+/// whisper.cpp), beside [`RunnerArgs`].
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    /// Engine family (accepted for symmetry with `engine-runner`; only the
+    /// one this binary hosts).
+    #[arg(long)]
+    pub engine: Option<String>,
+    /// CPU threads for ggml (default: physical cores).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Default model file when a job names no files (driving it by hand).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    /// Checks `--engine` against `hosted` (exits 2 naming both if they
+    /// differ) and returns (threads, default model).
+    pub fn resolve(self, binary: &str, hosted: &str) -> (i32, Option<PathBuf>) {
+        require_engine(binary, self.engine.as_deref().unwrap_or(hosted), hosted);
+        (threads_or_default(self.threads), self.model)
+    }
+}

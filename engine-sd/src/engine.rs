@@ -10,7 +10,7 @@ use std::time::Instant;
 use diffusion_rs_sys as sys;
 use engine_runner::encode::image::{check_size, encode_rgb, image_ext};
 use engine_runner::encode::video::{self, VideoSpec};
-use engine_runner::engine::{Engine, EngineError, Reporter};
+use engine_runner::engine::{Engine, EngineError, Loads, Reporter};
 use studio_protocol::runner::{JobOutput, JobRequest, Phase};
 use studio_protocol::studio::{FileRole, ImageTask, LogLevel, Task, VideoTask};
 
@@ -94,7 +94,7 @@ pub struct SdCpp {
     /// Paths given on the command line (for driving the runner by hand).
     default_paths: ModelPaths,
     loaded: Option<Loaded>,
-    loads: u64,
+    loads: Loads,
 }
 
 impl SdCpp {
@@ -105,7 +105,7 @@ impl SdCpp {
             threads,
             default_paths,
             loaded: None,
-            loads: 0,
+            loads: Loads::default(),
         }
     }
 
@@ -170,15 +170,10 @@ impl SdCpp {
                 "stable-diffusion.cpp could not load the model: {why}"
             ))
         })?;
-        self.loads += 1;
-        report.progress(Phase::Loading, 1, 1);
-        report.log(
-            LogLevel::Info,
-            format!(
-                "model loaded in {} ms (load #{}; sd.cpp reads the weights during the first job)",
-                started.elapsed().as_millis(),
-                self.loads
-            ),
+        self.loads.record(
+            report,
+            started,
+            "; sd.cpp reads the weights during the first job",
         );
         self.loaded = Some(Loaded {
             paths: paths.clone(),
@@ -237,16 +232,15 @@ impl SdCpp {
             g.width = width as i32;
             g.height = height as i32;
             // No seed: sd.cpp picks a random one (-1).
-            g.seed = t.seed.map(|s| (s & i64::MAX as u64) as i64).unwrap_or(-1);
+            g.seed = sd_seed(t.seed);
             g.batch_count = 1;
-            g.sample_params.sample_steps = steps as i32;
-            g.sample_params.guidance.txt_cfg = cfg;
-            if let Some(shift) = d.flow_shift {
-                g.sample_params.flow_shift = shift as f32;
-            }
-            if let Some(m) = &method_c {
-                g.sample_params.sample_method = sample_method(m, method_field)?;
-            }
+            sampling(
+                &mut g.sample_params,
+                steps,
+                cfg,
+                d.flow_shift,
+                method_c.as_ref().map(|m| (m, method_field)),
+            )?;
             if let Some(i) = init.as_mut() {
                 g.init_image = i.view();
                 g.strength = t.denoise.unwrap_or(0.75) as f32;
@@ -365,17 +359,16 @@ impl SdCpp {
             g.negative_prompt = negative.as_ptr();
             g.width = width as i32;
             g.height = height as i32;
-            g.seed = t.seed.map(|s| (s & i64::MAX as u64) as i64).unwrap_or(-1);
+            g.seed = sd_seed(t.seed);
             g.video_frames = asked as i32;
             g.fps = fps as i32;
-            g.sample_params.sample_steps = steps as i32;
-            g.sample_params.guidance.txt_cfg = cfg;
-            if let Some(shift) = d.flow_shift {
-                g.sample_params.flow_shift = shift as f32;
-            }
-            if let Some(m) = &method_c {
-                g.sample_params.sample_method = sample_method(m, method_field)?;
-            }
+            sampling(
+                &mut g.sample_params,
+                steps,
+                cfg,
+                d.flow_shift,
+                method_c.as_ref().map(|m| (m, method_field)),
+            )?;
             if let Some(i) = init.as_mut() {
                 g.init_image = i.view();
             }
@@ -462,6 +455,30 @@ pub fn fit_frames(mut frames: Vec<image::RgbImage>, wanted: u64) -> Vec<image::R
         }
     }
     frames
+}
+
+/// sd.cpp's seed for a job's: none is -1 (sd.cpp picks a random one).
+fn sd_seed(seed: Option<u64>) -> i64 {
+    seed.map(|s| (s & i64::MAX as u64) as i64).unwrap_or(-1)
+}
+
+/// Steps, CFG scale, flow shift and sampler (named by its source field).
+fn sampling(
+    p: &mut sys::sd_sample_params_t,
+    steps: u32,
+    cfg: f32,
+    flow_shift: Option<f64>,
+    method: Option<(&CString, &str)>,
+) -> Result<(), EngineError> {
+    p.sample_steps = steps as i32;
+    p.guidance.txt_cfg = cfg;
+    if let Some(shift) = flow_shift {
+        p.flow_shift = shift as f32;
+    }
+    if let Some((m, field)) = method {
+        p.sample_method = sample_method(m, field)?;
+    }
+    Ok(())
 }
 
 /// The general size limits plus sd.cpp's: multiples of 16.

@@ -6,7 +6,7 @@ use std::os::raw::c_int;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use engine_runner::engine::{single_model_file, Engine, EngineError, Reporter};
+use engine_runner::engine::{single_model_file, Engine, EngineError, Loads, Reporter};
 use serde_json::json;
 use studio_protocol::runner::{ErrorClass, JobOutput, JobRequest, Phase};
 use studio_protocol::studio::{AudioSttTask, LogLevel, Task};
@@ -28,7 +28,7 @@ pub struct Whisper {
     threads: i32,
     default_model: Option<PathBuf>,
     loaded: Option<Loaded>,
-    loads: u64,
+    loads: Loads,
 }
 
 impl Whisper {
@@ -38,7 +38,7 @@ impl Whisper {
             threads,
             default_model,
             loaded: None,
-            loads: 0,
+            loads: Loads::default(),
         }
     }
 
@@ -63,16 +63,7 @@ impl Whisper {
             let state = ctx
                 .create_state()
                 .map_err(|e| EngineError::engine(format!("whisper.cpp state: {e}")))?;
-            self.loads += 1;
-            report.progress(Phase::Loading, 1, 1);
-            report.log(
-                LogLevel::Info,
-                format!(
-                    "model loaded in {} ms (load #{})",
-                    started.elapsed().as_millis(),
-                    self.loads
-                ),
-            );
+            self.loads.record(report, started, "");
             self.loaded = Some(Loaded {
                 path: path.clone(),
                 _ctx: ctx,

@@ -10,10 +10,8 @@
 mod audio;
 mod engine;
 
-use std::path::PathBuf;
-
 use clap::Parser;
-use engine_runner::process::{self, run, RunnerArgs};
+use engine_runner::process::{self, run, ModelArgs, RunnerArgs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -24,22 +22,13 @@ use engine_runner::process::{self, run, RunnerArgs};
 struct Args {
     #[command(flatten)]
     common: RunnerArgs,
-    /// Engine family (only `whisper-cpp`; accepted for symmetry with engine-runner).
-    #[arg(long, default_value = "whisper-cpp")]
-    engine: String,
-    /// CPU threads for ggml (default: physical cores).
-    #[arg(long)]
-    threads: Option<i32>,
-    /// Default ggml whisper model when a job names no files.
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
 }
 
 fn main() {
     let args = Args::parse();
-    process::require_engine("engine-runner-whisper", &args.engine, "whisper-cpp");
-    let threads = process::threads_or_default(args.threads);
-    let model = args.model;
+    let (threads, model) = args.model.resolve("engine-runner-whisper", "whisper-cpp");
     run("engine-runner-whisper", args.common, move || {
         process::log_to_stderr();
         whisper_rs::install_logging_hooks();
