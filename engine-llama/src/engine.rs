@@ -16,7 +16,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use serde_json::{json, Map};
-use studio_protocol::runner::{ErrorClass, JobOutput, JobRequest, Phase};
+use studio_protocol::runner::{JobOutput, JobRequest, Phase};
 use studio_protocol::studio::{LlmTask, LogLevel, Task};
 
 use crate::chat::{self, Turn};
@@ -362,10 +362,7 @@ impl Engine for Llama {
     ) -> Result<JobOutput, EngineError> {
         match &job.task {
             Task::Llm(t) => self.chat(job, t, report),
-            other => Err(EngineError {
-                class: ErrorClass::CannotServe,
-                message: format!("llama-cpp engine cannot serve {} tasks", other.kind()),
-            }),
+            other => Err(EngineError::cannot_serve("llama-cpp", other)),
         }
     }
 }

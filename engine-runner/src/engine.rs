@@ -28,6 +28,13 @@ impl EngineError {
             message: message.into(),
         }
     }
+    /// A task kind this engine does not serve.
+    pub fn cannot_serve(engine: &str, task: &studio_protocol::studio::Task) -> Self {
+        Self {
+            class: ErrorClass::CannotServe,
+            message: format!("{engine} engine cannot serve {} tasks", task.kind()),
+        }
+    }
     /// A failure inside the engine.
     pub fn engine(message: impl Into<String>) -> Self {
         Self {

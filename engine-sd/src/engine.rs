@@ -560,10 +560,7 @@ impl Engine for SdCpp {
         match &job.task {
             Task::Image(t) => self.image(job, t, report),
             Task::Video(t) => self.video(job, t, report),
-            other => Err(EngineError {
-                class: studio_protocol::runner::ErrorClass::CannotServe,
-                message: format!("sd-cpp engine cannot serve {} tasks", other.kind()),
-            }),
+            other => Err(EngineError::cannot_serve("sd-cpp", other)),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use engine_runner::engine::{single_model_file, Engine, EngineError, Loads, Reporter};
 use serde_json::json;
-use studio_protocol::runner::{ErrorClass, JobOutput, JobRequest, Phase};
+use studio_protocol::runner::{JobOutput, JobRequest, Phase};
 use studio_protocol::studio::{AudioSttTask, LogLevel, Task};
 use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
@@ -210,10 +210,7 @@ impl Engine for Whisper {
     ) -> Result<JobOutput, EngineError> {
         match &job.task {
             Task::AudioStt(t) => self.transcribe(job, t, report),
-            other => Err(EngineError {
-                class: ErrorClass::CannotServe,
-                message: format!("whisper-cpp engine cannot serve {} tasks", other.kind()),
-            }),
+            other => Err(EngineError::cannot_serve("whisper-cpp", other)),
         }
     }
 }
