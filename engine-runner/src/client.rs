@@ -106,3 +106,61 @@ impl RunnerConn {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `studio-worker job ARGS --repeat N --timings FILE` (the binary
+/// beside the current one) with `engine_threads = threads` in a scratch
+/// config: the whole path a person or a worker takes, supervisor included.
+/// Returns each run's time as the supervisor measured it (the first run
+/// starts the runner and loads the model; the rest reuse it) and what the
+/// last run wrote to stdout.
+pub fn worker_job(
+    args: &[&str],
+    repeat: usize,
+    threads: u32,
+) -> Result<(Vec<std::time::Duration>, Vec<u8>), String> {
+    let bin = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("studio-worker")))
+        .filter(|p| p.exists())
+        .ok_or("no studio-worker beside this binary (cargo build --release --workspace --bins)")?;
+    let dir = std::env::temp_dir().join(format!("worker-job-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let config = dir.join("config.toml");
+    let timings = dir.join("timings.json");
+    std::fs::write(&config, format!("engine_threads = {threads}\n"))
+        .map_err(|e| format!("{}: {e}", config.display()))?;
+    let out = Command::new(&bin)
+        .arg("--config")
+        .arg(&config)
+        .arg("job")
+        .args(args)
+        .arg("--repeat")
+        .arg(repeat.to_string())
+        .arg("--timings")
+        .arg(&timings)
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let read = std::fs::read(&timings);
+    let _ = std::fs::remove_dir_all(&dir);
+    if !out.status.success() {
+        return Err(format!(
+            "studio-worker job failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let rows: Vec<serde_json::Value> = read
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        .map_err(|e| format!("timings: {e}"))?;
+    let times = rows
+        .iter()
+        .map(|r| {
+            r["ms"]
+                .as_f64()
+                .map(|ms| std::time::Duration::from_secs_f64(ms / 1000.0))
+                .ok_or_else(|| format!("timings: no ms in {r}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((times, out.stdout))
+}

@@ -142,4 +142,12 @@ pub struct JobArgs {
     /// vae, taesd, model, ...); repeat for each file.
     #[arg(long = "file", value_name = "ROLE=PATH")]
     pub files: Vec<String>,
+    /// Run the job N times on one runner, as a worker does with a model
+    /// kept loaded: the first run loads the model, the rest reuse it. Each
+    /// run's time goes to stderr; the last result is written.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+    /// Write each run's time as JSON (`[{"run":1,"ms":812.4},...]`).
+    #[arg(long, value_name = "FILE")]
+    pub timings: Option<PathBuf>,
 }

@@ -102,7 +102,30 @@ fn local_model_file(spec: &str) -> anyhow::Result<ModelFile> {
     })
 }
 
-/// Runs the job and writes its result.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// "5 runs on one runner: first 812.4 ms (starts the runner and loads the
+/// model), then p50 95.1 ms, max 97.0 ms".
+fn repeat_summary(times: &[Duration]) -> String {
+    let Some((first, rest)) = times.split_first() else {
+        return "no runs".into();
+    };
+    let mut rest = rest.to_vec();
+    rest.sort();
+    let p50 = rest.get(rest.len() / 2).copied().unwrap_or_default();
+    let max = rest.last().copied().unwrap_or_default();
+    format!(
+        "{} runs on one runner: first {:.1} ms (starts the runner and loads the model), then p50 {:.1} ms, max {:.1} ms",
+        times.len(),
+        ms(*first),
+        ms(p50),
+        ms(max)
+    )
+}
+
+/// Runs the job (`--repeat` times) and writes its (last) result.
 pub async fn run(cfg: &Config, args: JobArgs) -> anyhow::Result<()> {
     let task = task_from_args(&args)?;
     task.validate().map_err(anyhow::Error::msg)?;
@@ -137,7 +160,6 @@ pub async fn run(cfg: &Config, args: JobArgs) -> anyhow::Result<()> {
     )
     .allow_local_files();
     let mut exec = Executor::new(pool, cache, http, true);
-    let started = Instant::now();
     let mut bar = TermBar::new("model");
     let mut on_event = |ev: crate::runner::RunEvent| match ev {
         crate::runner::RunEvent::Started { pid, epoch, .. } => {
@@ -147,11 +169,57 @@ pub async fn run(cfg: &Config, args: JobArgs) -> anyhow::Result<()> {
         crate::runner::RunEvent::Downloading { done, total } => bar.show(done, total),
         crate::runner::RunEvent::Progress { .. } => {}
     };
-    let result = exec.execute(&claim, &mut on_event).await;
+    // Every run on the same executor, so on the same runner: the model
+    // stays loaded after the first.
+    let runs = args.repeat.max(1);
+    let mut times = Vec::with_capacity(runs as usize);
+    let mut last = None;
+    for run in 1..=runs {
+        let mut claim = claim.clone();
+        if runs > 1 {
+            claim.job_id = format!("{}-{run}", claim.job_id);
+        }
+        let started = Instant::now();
+        let result = exec.execute(&claim, &mut on_event).await;
+        let elapsed = started.elapsed();
+        match result {
+            Ok(data) => last = Some(data),
+            Err(e) => {
+                exec.pool().shutdown(Duration::from_secs(2)).await;
+                bail!(
+                    "job failed{} ({}): {}",
+                    if runs > 1 {
+                        format!(" on run {run}/{runs}")
+                    } else {
+                        String::new()
+                    },
+                    e.class.as_str(),
+                    e.message
+                );
+            }
+        }
+        if runs > 1 {
+            eprintln!("run {run}/{runs}: {:.1} ms", ms(elapsed));
+        }
+        times.push(elapsed);
+    }
     exec.pool().shutdown(Duration::from_secs(2)).await;
-    let data =
-        result.map_err(|e| anyhow::anyhow!("job failed ({}): {}", e.class.as_str(), e.message))?;
-    let elapsed = started.elapsed();
+    if runs > 1 {
+        eprintln!("{}", repeat_summary(&times));
+    }
+    if let Some(path) = &args.timings {
+        let rows: Vec<_> = times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| serde_json::json!({"run": i + 1, "ms": ms(*t)}))
+            .collect();
+        std::fs::write(path, serde_json::to_string(&rows)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let Some(data) = last else {
+        bail!("no run finished");
+    };
+    let elapsed = times.last().copied().unwrap_or_default();
     match data {
         JobData::Json(v) => {
             let text = serde_json::to_string_pretty(&v)?;
@@ -186,4 +254,20 @@ pub async fn run(cfg: &Config, args: JobArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_repeat_summary_sets_the_first_run_apart() {
+        let t = |ms: u64| Duration::from_millis(ms);
+        let s = repeat_summary(&[t(900), t(40), t(60), t(50)]);
+        assert_eq!(
+            s,
+            "4 runs on one runner: first 900.0 ms (starts the runner and loads the model), then p50 50.0 ms, max 60.0 ms"
+        );
+        assert_eq!(repeat_summary(&[]), "no runs");
+    }
 }

@@ -153,6 +153,44 @@ fn the_job_command_runs_every_kind_locally() {
         .success());
     assert!(std::fs::metadata(&gif).unwrap().len() > 0);
 
+    // --repeat runs the job on one runner N times and times each run.
+    let timings = dir.join("timings.json");
+    let out = home.cli(&[
+        "job",
+        "image",
+        "--prompt",
+        "a fox",
+        "--width",
+        "32",
+        "--height",
+        "24",
+        "--ext",
+        "png",
+        "--out",
+        png.to_str().unwrap(),
+        "--repeat",
+        "3",
+        "--timings",
+        timings.to_str().unwrap(),
+    ]);
+    let stderr = text(&out).1;
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("run 3/3:"), "{stderr}");
+    assert!(stderr.contains("3 runs on one runner"), "{stderr}");
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&timings).unwrap()).unwrap();
+    let runs: Vec<u64> = rows.iter().map(|r| r["run"].as_u64().unwrap()).collect();
+    assert_eq!(runs, [1, 2, 3]);
+    assert!(
+        rows.iter().all(|r| r["ms"].as_f64().unwrap() > 0.0),
+        "{rows:?}"
+    );
+    let img = image::open(&png).unwrap();
+    assert_eq!((img.width(), img.height()), (32, 24));
+    let out = home.cli(&["job", "image", "--prompt", "x", "--repeat", "0"]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("--repeat"), "{}", text(&out).1);
+
     // Bad input is a clear error, not a panic.
     let out = home.cli(&["job", "image", "--prompt", "x", "--width", "0"]);
     assert!(!out.status.success());

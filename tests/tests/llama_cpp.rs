@@ -161,8 +161,10 @@ async fn llama_cpp_answers_stops_constrains_and_refuses_long_prompts() {
     );
 
     // A person drives the same engine: `studio-worker job` with the file
-    // on disk, and `engine-runner --engine llama-cpp` in JSON-lines mode.
+    // on disk (twice on one runner: the model loads once), and
+    // `engine-runner --engine llama-cpp` in JSON-lines mode.
     let model_file = format!("model={}", gguf.display());
+    let timings = home.dir.path().join("timings.json");
     let out = home.cli(&[
         "job",
         "llm",
@@ -174,14 +176,27 @@ async fn llama_cpp_answers_stops_constrains_and_refuses_long_prompts() {
         "0",
         "--file",
         &model_file,
+        "--repeat",
+        "2",
+        "--timings",
+        &timings.to_string_lossy(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(content(&r).contains("Paris"), "{r}");
+    let loads: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.contains("model loaded"))
+        .collect();
+    assert_eq!(loads.len(), 1, "--repeat keeps the model loaded: {stderr}");
+    assert!(stderr.contains("run 2/2:"), "{stderr}");
+    let rows: Vec<Value> = serde_json::from_slice(&std::fs::read(&timings).unwrap()).unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r["ms"].as_f64().unwrap() > 0.0),
+        "{rows:?}"
+    );
     let lines = studio_worker_tests::proc::runner_json(
         &[
             "--engine",

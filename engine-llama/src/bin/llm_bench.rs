@@ -10,17 +10,22 @@
 //!   supervisor drives it: job frame in, a progress frame per token, the
 //!   `chat.completion` result out.
 //!
+//! * ours through `studio-worker job --repeat` (beside this binary): the
+//!   whole supervisor path, one runner, the first run loads the model and
+//!   is left out.
+//!
 //! Time to first token is measured from sending the job (ours) or starting
 //! the prompt decode (bare) to the first generated token; decode speed is
-//! the tokens after the first over the time they took. Also: the runner's
-//! cold start (spawn → handshake → model loaded).
+//! the tokens after the first over the time they took; the whole job is
+//! prompt to result (for `studio-worker job`, as the supervisor times it).
+//! Also: the runner's cold start (spawn → handshake → model loaded).
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use engine_runner::client::RunnerConn;
+use engine_runner::client::{worker_job, RunnerConn};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -47,6 +52,8 @@ struct Run {
     ttft: Duration,
     /// Tokens after the first, and the time they took.
     rest: (usize, Duration),
+    /// Prompt to result.
+    whole: Duration,
 }
 
 fn tok_s(runs: &[Run]) -> f64 {
@@ -125,6 +132,7 @@ fn ours(
                 }
             })
             .expect("job runs");
+        let whole = t0.elapsed();
         let JobOutput::Json { value } = result else {
             panic!("llm job returned bytes");
         };
@@ -137,6 +145,7 @@ fn ours(
         out.push(Run {
             ttft: first - t0,
             rest: (generated.saturating_sub(1) as usize, last - first),
+            whole,
         });
     }
     r.stop();
@@ -198,10 +207,45 @@ fn bare(model_path: &Path, runs: usize, threads: i32, tokens: usize) -> (Vec<Run
             out.push(Run {
                 ttft: first - t0,
                 rest: (tokens - 1, end - first),
+                whole: end - t0,
             });
         }
     }
     (out, prompt_len)
+}
+
+/// Through `studio-worker job --repeat`: each run's time after the first
+/// (which loads the model), and the tokens the last run generated.
+fn via_job(model: &Path, runs: usize, threads: u32, tokens: u32) -> (Vec<Duration>, u64) {
+    let model_file = format!("model={}", model.display());
+    let (tokens, ctx) = (tokens.to_string(), CTX.to_string());
+    let (times, stdout) = worker_job(
+        &[
+            "llm",
+            "--engine",
+            "llama-cpp",
+            "--model",
+            "bench",
+            "--file",
+            &model_file,
+            "--system",
+            SYSTEM,
+            "--prompt",
+            USER,
+            "--max-tokens",
+            &tokens,
+            "--temperature",
+            "0",
+            "--context-size",
+            &ctx,
+        ],
+        runs + 1,
+        threads,
+    )
+    .expect("studio-worker job runs");
+    let v: serde_json::Value = serde_json::from_slice(&stdout).expect("a chat.completion");
+    let generated = v["usage"]["completion_tokens"].as_u64().unwrap_or(0);
+    (times.into_iter().skip(1).collect(), generated)
 }
 
 fn main() {
@@ -222,6 +266,11 @@ fn main() {
     let (ours_runs, (prompt_tokens, generated), [hello, loaded]) =
         ours(&runner, &model, runs, &threads.to_string(), tokens);
     let (bare_runs, bare_prompt) = bare(&model, runs, threads, generated as usize);
+    let (job_times, job_generated) = via_job(&model, runs, threads as u32, tokens);
+    assert_eq!(
+        job_generated, generated,
+        "studio-worker job must generate the same tokens"
+    );
     assert_eq!(
         prompt_tokens as usize, bare_prompt,
         "both paths must decode the same prompt"
@@ -231,18 +280,38 @@ fn main() {
         median(bare_runs.iter().map(|r| r.ttft).collect()),
     );
     let (os, bs) = (tok_s(&ours_runs), tok_s(&bare_runs));
+    let (oj, bj, jj) = (
+        median(ours_runs.iter().map(|r| r.whole).collect()),
+        median(bare_runs.iter().map(|r| r.whole).collect()),
+        median(job_times),
+    );
+    let speed = |bare: Duration, ours: Duration| bare.as_secs_f64() / ours.as_secs_f64().max(1e-9);
     println!("## llama.cpp, {}, {threads} thread(s), prompt {prompt_tokens} tokens, {generated} generated, {runs} runs (medians)\n", model.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default());
-    println!("| path | time to first token | decode tokens/s |");
-    println!("| --- | ---: | ---: |");
-    println!("| bare `llama-cpp-2` loop | {} | {bs:.1} |", ms(bt));
+    println!("| path | time to first token | decode tokens/s | whole job |");
+    println!("| --- | ---: | ---: | ---: |");
     println!(
-        "| ours (runner channel, model loaded) | {} | {os:.1} |",
-        ms(ot)
+        "| bare `llama-cpp-2` loop | {} | {bs:.1} | {} |",
+        ms(bt),
+        ms(bj)
     );
     println!(
-        "| ratio ours / bare (speed) | {:.3} | {:.3} |",
-        bt.as_secs_f64() / ot.as_secs_f64().max(1e-9),
-        os / bs.max(1e-9)
+        "| ours (runner channel, model loaded) | {} | {os:.1} | {} |",
+        ms(ot),
+        ms(oj)
+    );
+    println!(
+        "| ours (`studio-worker job --repeat`, model loaded) | | | {} |",
+        ms(jj)
+    );
+    println!(
+        "| ratio runner channel / bare (speed) | {:.3} | {:.3} | {:.3} |",
+        speed(bt, ot),
+        os / bs.max(1e-9),
+        speed(bj, oj)
+    );
+    println!(
+        "| ratio `studio-worker job` / bare (speed) | | | {:.3} |",
+        speed(bj, jj)
     );
     println!("\n| runner cold start | time |");
     println!("| --- | ---: |");

@@ -8,6 +8,9 @@
 //! * ours: `engine-runner-whisper` (beside this binary) over the framed
 //!   runner channel with the model already loaded, exactly as the
 //!   supervisor drives it.
+//! * ours through `studio-worker job --repeat` (beside this binary): the
+//!   whole supervisor path (input copied in, runner, result), one runner,
+//!   the first run loads the model and is left out.
 //!
 //! Real-time factor = processing time / audio duration (lower is faster);
 //! the ratio is bare time / our time (1.0 = no overhead). Also the
@@ -17,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use engine_runner::client::RunnerConn;
+use engine_runner::client::{worker_job, RunnerConn};
 use studio_protocol::runner::{JobOutput, JobRequest, ToRunner};
 use studio_protocol::studio::{AudioSttTask, Engine, ModelSource, Task};
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
@@ -121,6 +124,33 @@ fn bare(model: &Path, audio: &Path, runs: usize, threads: i32) -> (Vec<Duration>
     (times, text, seconds)
 }
 
+/// Through `studio-worker job --repeat`: each run's time after the first
+/// (which loads the model), and the last run's text.
+fn via_job(model: &Path, audio: &Path, runs: usize, threads: u32) -> (Vec<Duration>, String) {
+    let model_file = format!("model={}", model.display());
+    let (times, stdout) = worker_job(
+        &[
+            "stt",
+            "--engine",
+            "whisper-cpp",
+            "--model",
+            "bench",
+            "--file",
+            &model_file,
+            "--input",
+            &audio.to_string_lossy(),
+            "--language",
+            "en",
+        ],
+        runs + 1,
+        threads,
+    )
+    .expect("studio-worker job runs");
+    let v: serde_json::Value = serde_json::from_slice(&stdout).expect("a transcript");
+    let text = v["text"].as_str().unwrap_or_default().to_string();
+    (times.into_iter().skip(1).collect(), text)
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(model), Some(audio)) = (
@@ -140,7 +170,12 @@ fn main() {
         ours(&runner, &model, &audio, runs, &threads.to_string());
     let (bare_t, bare_text, seconds) = bare(&model, &audio, runs, threads);
     assert_eq!(ours_text, bare_text, "both paths must transcribe the same");
-    let (o, b) = (median(ours_t), median(bare_t));
+    let (job_t, job_text) = via_job(&model, &audio, runs, threads as u32);
+    assert_eq!(
+        job_text, bare_text,
+        "studio-worker job must transcribe the same"
+    );
+    let (o, b, j) = (median(ours_t), median(bare_t), median(job_t));
     println!(
         "## whisper.cpp, {}, {seconds:.2} s of audio, {threads} thread(s), {runs} runs (medians)\n",
         model
@@ -161,8 +196,17 @@ fn main() {
         o.as_secs_f64() / seconds
     );
     println!(
-        "| ratio bare / ours (speed) | {:.3} | |",
+        "| ours (`studio-worker job --repeat`, model loaded) | {:.1} ms | {:.3} |",
+        j.as_secs_f64() * 1000.0,
+        j.as_secs_f64() / seconds
+    );
+    println!(
+        "| ratio bare / runner channel (speed) | {:.3} | |",
         b.as_secs_f64() / o.as_secs_f64()
+    );
+    println!(
+        "| ratio bare / `studio-worker job` (speed) | {:.3} | |",
+        b.as_secs_f64() / j.as_secs_f64()
     );
     println!("\n| runner cold start | time |");
     println!("| --- | ---: |");
