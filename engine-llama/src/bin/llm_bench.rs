@@ -7,9 +7,10 @@
 //!   the tokens).
 //! * ours: `engine-runner-llama` (beside this binary) over the framed
 //!   runner channel with the model already loaded, exactly as the
-//!   supervisor drives it: job frame in, a progress frame per token, the
-//!   `chat.completion` result out.
-//!
+//!   supervisor drives it: job frame in, progress frames (the first token,
+//!   then every 100 ms, then the last), the `chat.completion` result out.
+//!   Bare and ours take turns, one job each, so drift on a shared machine
+//!   hits both alike.
 //! * ours through `studio-worker job --repeat` (beside this binary): the
 //!   whole supervisor path, one runner, the first run loads the model and
 //!   is left out.
@@ -90,30 +91,43 @@ fn job(i: usize, tokens: u32) -> ToRunner {
     }))
 }
 
-/// Our path; returns the runs and (prompt tokens, generated tokens) of the
-/// last one.
-fn ours(
-    runner: &Path,
-    model: &Path,
-    runs: usize,
-    threads: &str,
+/// Our path: `engine-runner-llama` with the model loaded.
+struct Ours {
+    conn: RunnerConn,
     tokens: u32,
-) -> (Vec<Run>, (u64, u64), [Duration; 2]) {
-    let model_arg = model.to_string_lossy().to_string();
-    let (mut r, [hello, loaded]) = RunnerConn::start_warm(
-        runner,
-        &["--stdio", "--threads", threads, "--model", &model_arg],
-        &job(0, tokens),
-    )
-    .expect("engine-runner-llama starts and runs the warm-up job");
-    let mut out = Vec::new();
-    let mut counts = (0, 0);
-    for i in 1..=runs {
+    jobs: usize,
+}
+
+impl Ours {
+    /// Starts the runner and runs a warm-up job; also the cold start.
+    fn start(runner: &Path, model: &Path, threads: &str, tokens: u32) -> (Self, [Duration; 2]) {
+        let model_arg = model.to_string_lossy().to_string();
+        let (conn, cold) = RunnerConn::start_warm(
+            runner,
+            &["--stdio", "--threads", threads, "--model", &model_arg],
+            &job(0, tokens),
+        )
+        .expect("engine-runner-llama starts and runs the warm-up job");
+        (
+            Self {
+                conn,
+                tokens,
+                jobs: 0,
+            },
+            cold,
+        )
+    }
+
+    /// One job; also (prompt tokens, generated tokens).
+    fn once(&mut self) -> (Run, (u64, u64)) {
+        self.jobs += 1;
+        let tokens = self.tokens;
         let t0 = Instant::now();
-        r.send(&job(i, tokens)).expect("send");
+        self.conn.send(&job(self.jobs, tokens)).expect("send");
         let mut first: Option<Instant> = None;
         let mut last = t0;
-        let result = r
+        let result = self
+            .conn
             .until_result(|m| {
                 // Generation progress counts against the token budget.
                 if let FromRunner::Progress {
@@ -137,24 +151,31 @@ fn ours(
             panic!("llm job returned bytes");
         };
         let generated = value["usage"]["completion_tokens"].as_u64().unwrap_or(0);
-        counts = (
+        let counts = (
             value["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
             generated,
         );
         let first = first.expect("a first-token progress frame");
-        out.push(Run {
+        let run = Run {
             ttft: first - t0,
             rest: (generated.saturating_sub(1) as usize, last - first),
             whole,
-        });
+        };
+        (run, counts)
     }
-    r.stop();
-    (out, counts, [hello, loaded])
 }
 
 /// The bare library: the same prompt text our engine renders for SmolLM2
 /// (its ChatML template with this system prompt), greedy, `tokens` tokens.
-fn bare(model_path: &Path, runs: usize, threads: i32, tokens: usize) -> (Vec<Run>, usize) {
+/// `before_each` runs before every measured run, so the two paths take
+/// turns and drift on a shared machine hits both alike.
+fn bare(
+    model_path: &Path,
+    runs: usize,
+    threads: i32,
+    tokens: usize,
+    mut before_each: impl FnMut(),
+) -> (Vec<Run>, usize) {
     llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default().with_logs_enabled(false));
     let backend = LlamaBackend::init().expect("backend");
     let model = LlamaModel::load_from_file(&backend, model_path, &LlamaModelParams::default())
@@ -172,6 +193,9 @@ fn bare(model_path: &Path, runs: usize, threads: i32, tokens: usize) -> (Vec<Run
     let mut out = Vec::new();
     let mut prompt_len = 0;
     for run in 0..=runs {
+        if run > 0 {
+            before_each();
+        }
         ctx.clear_kv_cache();
         let t0 = Instant::now();
         let toks = vocab.tokenize(prompt.as_bytes(), false, true);
@@ -262,10 +286,15 @@ fn main() {
         .and_then(|p| p.parent().map(|d| d.join("engine-runner-llama")))
         .expect("engine-runner-llama beside llm-bench");
     // Ours first: its first job tells how many tokens the model makes
-    // before EOG (greedy), which the bare loop then matches exactly.
-    let (ours_runs, (prompt_tokens, generated), [hello, loaded]) =
-        ours(&runner, &model, runs, &threads.to_string(), tokens);
-    let (bare_runs, bare_prompt) = bare(&model, runs, threads, generated as usize);
+    // before EOG (greedy), which the bare loop then matches exactly. Then
+    // the two take turns, one job each.
+    let (mut ours, [hello, loaded]) = Ours::start(&runner, &model, &threads.to_string(), tokens);
+    let (_, (prompt_tokens, generated)) = ours.once();
+    let mut ours_runs = Vec::with_capacity(runs);
+    let (bare_runs, bare_prompt) = bare(&model, runs, threads, generated as usize, || {
+        ours_runs.push(ours.once().0)
+    });
+    ours.conn.stop();
     let (job_times, job_generated) = via_job(&model, runs, threads as u32, tokens);
     assert_eq!(
         job_generated, generated,
