@@ -174,6 +174,7 @@ pub async fn run(cfg: &Config, args: JobArgs) -> anyhow::Result<()> {
     let runs = args.repeat.max(1);
     let mut times = Vec::with_capacity(runs as usize);
     let mut last = None;
+    let mut failed = None;
     for run in 1..=runs {
         let mut claim = claim.clone();
         if runs > 1 {
@@ -185,17 +186,8 @@ pub async fn run(cfg: &Config, args: JobArgs) -> anyhow::Result<()> {
         match result {
             Ok(data) => last = Some(data),
             Err(e) => {
-                exec.pool().shutdown(Duration::from_secs(2)).await;
-                bail!(
-                    "job failed{} ({}): {}",
-                    if runs > 1 {
-                        format!(" on run {run}/{runs}")
-                    } else {
-                        String::new()
-                    },
-                    e.class.as_str(),
-                    e.message
-                );
+                failed = Some((run, e));
+                break;
             }
         }
         if runs > 1 {
@@ -204,6 +196,14 @@ pub async fn run(cfg: &Config, args: JobArgs) -> anyhow::Result<()> {
         times.push(elapsed);
     }
     exec.pool().shutdown(Duration::from_secs(2)).await;
+    if let Some((run, e)) = failed {
+        let which = if runs > 1 {
+            format!(" on run {run}/{runs}")
+        } else {
+            String::new()
+        };
+        bail!("job failed{which} ({}): {}", e.class.as_str(), e.message);
+    }
     if runs > 1 {
         eprintln!("{}", repeat_summary(&times));
     }
