@@ -21,6 +21,8 @@ struct Loaded {
     // The state holds the context alive; keep both for clarity.
     _ctx: WhisperContext,
     state: WhisperState,
+    /// False for the English-only (`*.en`) models.
+    multilingual: bool,
 }
 
 /// whisper.cpp with the last model kept loaded.
@@ -46,7 +48,7 @@ impl Whisper {
         &mut self,
         path: &PathBuf,
         report: &mut dyn Reporter,
-    ) -> Result<&mut WhisperState, EngineError> {
+    ) -> Result<&mut Loaded, EngineError> {
         if self.loaded.as_ref().is_none_or(|l| &l.path != path) {
             self.loaded = None;
             report.progress(Phase::Loading, 0, 1);
@@ -66,13 +68,13 @@ impl Whisper {
             self.loads.record(report, started, "");
             self.loaded = Some(Loaded {
                 path: path.clone(),
+                multilingual: ctx.is_multilingual(),
                 _ctx: ctx,
                 state,
             });
         }
         self.loaded
             .as_mut()
-            .map(|l| &mut l.state)
             .ok_or_else(|| EngineError::engine("model vanished"))
     }
 
@@ -110,7 +112,15 @@ impl Whisper {
             "a ggml whisper",
         )?;
         let threads = self.threads;
-        let state = self.ensure_loaded(&path, report)?;
+        let loaded = self.ensure_loaded(&path, report)?;
+        let plan = plan_language(t.language.as_deref(), loaded.multilingual)?;
+        let state = &mut loaded.state;
+        if let LanguagePlan::Fixed {
+            note: Some(note), ..
+        } = &plan
+        {
+            report.log(LogLevel::Warn, note.clone());
+        }
 
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
         params.set_n_threads(threads as c_int);
@@ -119,17 +129,10 @@ impl Whisper {
         params.set_print_timestamps(false);
         params.set_print_special(false);
         params.set_translate(t.translate.unwrap_or(false));
-        let language = t
-            .language
-            .as_deref()
-            .filter(|l| !l.is_empty())
-            .unwrap_or("auto");
-        if language != "auto" && whisper_rs::get_lang_id(language).is_none() {
-            return Err(EngineError::bad_input(format!(
-                "task.language: `{language}` is not a language whisper knows"
-            )));
-        }
-        params.set_language(Some(language));
+        params.set_language(Some(match &plan {
+            LanguagePlan::Fixed { code, .. } => code.as_str(),
+            LanguagePlan::Detect => "auto",
+        }));
         if let Some(p) = t.prompt.as_deref().filter(|p| !p.is_empty()) {
             params.set_initial_prompt(p);
         }
@@ -165,7 +168,12 @@ impl Whisper {
                 "text": s.trim(),
             }));
         }
-        let lang = whisper_rs::get_lang_str(state.full_lang_id_from_state()).unwrap_or("en");
+        let lang = match &plan {
+            LanguagePlan::Fixed { code, .. } => code.as_str(),
+            LanguagePlan::Detect => {
+                whisper_rs::get_lang_str(state.full_lang_id_from_state()).unwrap_or("en")
+            }
+        };
         let mut value = json!({
             "text": text.trim(),
             "language": lang,
@@ -181,6 +189,54 @@ impl Whisper {
         };
         Ok(JobOutput::Json { value })
     }
+}
+
+/// What whisper is told about the language of a job.
+#[derive(Debug, PartialEq)]
+enum LanguagePlan {
+    /// Transcribe in `code` and report it; `note` says why it is not the
+    /// language the task named.
+    Fixed { code: String, note: Option<String> },
+    /// Let whisper detect the language (one extra encoder pass over the
+    /// first 30 s) and report what it found.
+    Detect,
+}
+
+/// Decides the language from the task's `language` and whether the model
+/// is multilingual. An English-only model (`*.en`) never runs detection:
+/// whisper.cpp would spend a second encoder pass on it and report a
+/// nonsense code, while the model can only write English anyway. A
+/// language the task names is a hint (the contract's word): on an
+/// English-only model the job still runs, as English, and says so.
+fn plan_language(requested: Option<&str>, multilingual: bool) -> Result<LanguagePlan, EngineError> {
+    let requested = requested
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.eq_ignore_ascii_case("auto"))
+        .map(str::to_ascii_lowercase);
+    let Some(code) = requested else {
+        return Ok(if multilingual {
+            LanguagePlan::Detect
+        } else {
+            LanguagePlan::Fixed {
+                code: "en".into(),
+                note: None,
+            }
+        });
+    };
+    if whisper_rs::get_lang_id(&code).is_none() {
+        return Err(EngineError::bad_input(format!(
+            "task.language: `{code}` is not a language whisper knows"
+        )));
+    }
+    if !multilingual && code != "en" {
+        return Ok(LanguagePlan::Fixed {
+            note: Some(format!(
+                "task.language is `{code}`, but this model only knows English: transcribing as English"
+            )),
+            code: "en".into(),
+        });
+    }
+    Ok(LanguagePlan::Fixed { code, note: None })
 }
 
 unsafe extern "C" fn on_progress(
@@ -211,6 +267,60 @@ impl Engine for Whisper {
         match &job.task {
             Task::AudioStt(t) => self.transcribe(job, t, report),
             other => Err(EngineError::cannot_serve("whisper-cpp", other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixed(code: &str) -> LanguagePlan {
+        LanguagePlan::Fixed {
+            code: code.into(),
+            note: None,
+        }
+    }
+
+    #[test]
+    fn an_english_only_model_never_detects() {
+        for none in [None, Some(""), Some("auto"), Some(" AUTO ")] {
+            assert_eq!(plan_language(none, false).unwrap(), fixed("en"), "{none:?}");
+        }
+        assert_eq!(plan_language(Some("en"), false).unwrap(), fixed("en"));
+        match plan_language(Some("de"), false).unwrap() {
+            LanguagePlan::Fixed { code, note } => {
+                assert_eq!(code, "en");
+                assert!(
+                    note.is_some_and(|n| n.contains("`de`") && n.contains("only knows English"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_multilingual_model_detects_only_when_no_language_is_named() {
+        for none in [None, Some(""), Some("auto")] {
+            assert_eq!(
+                plan_language(none, true).unwrap(),
+                LanguagePlan::Detect,
+                "{none:?}"
+            );
+        }
+        assert_eq!(plan_language(Some("nl"), true).unwrap(), fixed("nl"));
+        assert_eq!(plan_language(Some("DE"), true).unwrap(), fixed("de"));
+    }
+
+    #[test]
+    fn an_unknown_language_names_the_field() {
+        for multilingual in [true, false] {
+            let e = plan_language(Some("klingon"), multilingual).unwrap_err();
+            assert!(
+                e.message.contains("task.language") && e.message.contains("klingon"),
+                "{}",
+                e.message
+            );
         }
     }
 }
