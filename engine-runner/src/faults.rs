@@ -3,6 +3,8 @@
 //! Active only when the environment has `STUDIO_WORKER_FAULT_INJECTION=1`;
 //! then a job whose model id is `fault:<what>` misbehaves on purpose before
 //! the engine runs. Without the variable these ids are ordinary models.
+//! `fault:slow:MS` and `fault:gate:DIR` succeed after a delay; the others
+//! crash, hang, break the channel or exhaust memory.
 
 use std::time::Duration;
 
@@ -62,6 +64,7 @@ pub(crate) fn before_job(job: &JobRequest, out: &SharedOutbox, report: &mut dyn 
             }
         }
         "oom" => oom(report),
+        other if other.starts_with("gate:") => gate(&other["gate:".len()..], report),
         other => {
             if let Some(ms) = other
                 .strip_prefix("slow:")
@@ -74,6 +77,31 @@ pub(crate) fn before_job(job: &JobRequest, out: &SharedOutbox, report: &mut dyn 
                 }
             }
         }
+    }
+}
+
+/// `fault:gate:DIR`: a job that runs (reporting progress) until a test
+/// lets it finish. On start it writes its pid to `DIR/started` (atomically,
+/// so a test that sees the file sees the pid); it then finishes as soon as
+/// `DIR/open` exists. Tests use it to act while a job is certainly running
+/// in the engine, whatever the machine's speed.
+fn gate(dir: &str, report: &mut dyn Reporter) {
+    let dir = std::path::Path::new(dir);
+    let tmp = dir.join(format!(".started.{}", std::process::id()));
+    let wrote = std::fs::write(&tmp, std::process::id().to_string())
+        .and_then(|()| std::fs::rename(&tmp, dir.join("started")));
+    if let Err(e) = wrote {
+        report.log(
+            LogLevel::Error,
+            format!("fault:gate cannot write {}: {e}", dir.display()),
+        );
+        return;
+    }
+    let mut ticks = 0;
+    while !dir.join("open").exists() {
+        std::thread::sleep(Duration::from_millis(20));
+        ticks += 1;
+        report.progress(Phase::Running, ticks, 0);
     }
 }
 
