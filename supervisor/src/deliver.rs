@@ -183,7 +183,14 @@ mod tests {
     fn results_dir_prunes_oldest_past_the_cap() {
         let dir = tempfile::tempdir().unwrap();
         let a = keep_result(dir.path(), "job-a", "png", &[0; 600], 1000).unwrap();
-        std::thread::sleep(Duration::from_millis(20));
+        // Older by an hour, whatever the clock's resolution.
+        let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&a)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
         let b = keep_result(dir.path(), "job/../b", "png", &[0; 600], 1000).unwrap();
         assert!(!a.exists(), "oldest pruned");
         assert!(b.exists());

@@ -3,12 +3,15 @@
 //! * [`studio`]: a fake studio (WebSocket + HTTP on 127.0.0.1:0) that
 //!   implements the studio side of `studio-worker-v1` and records every
 //!   frame, upload and registration it sees.
+//! * [`bounds`]: every time bound a test waits under (ceilings for a slow
+//!   day, never speed assertions).
 //! * [`proc`]: starting the real `studio-worker` and `engine-runner`
 //!   binaries with a private config, and watching their processes.
 //!
 //! The studio is the only mock in the project, because the real one is not
 //! available; everything on the worker side is the real thing.
 
+pub mod bounds;
 pub mod claims;
 pub mod models;
 pub mod proc;
@@ -31,9 +34,15 @@ pub async fn start_worker(
     );
     let worker = home.spawn_run(env);
     let before = studio.sessions();
+    let deadline = tokio::time::Instant::now() + bounds::event();
+    let pid = worker.pid();
     tokio::select! {
         _ = studio.wait_session(before + 1) => {}
-        _ = tokio::time::sleep(Duration::from_secs(30)) => panic!("worker never connected; log:\n{}", worker.log()),
+        _ = async {
+            while proc::alive(pid) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        } => panic!("worker did not connect; log:\n{}", worker.log()),
     }
     (home, worker)
 }

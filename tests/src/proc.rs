@@ -8,6 +8,8 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
+use crate::bounds;
+
 /// Path of a workspace binary built beside the test executable.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -120,30 +122,29 @@ impl WorkerProc {
         self.log.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// Waits for exit (and for its last stderr line); panics after
-    /// `timeout` with the log.
-    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let status = match tokio::time::timeout(timeout, self.child.wait()).await {
+    /// Waits for exit (and for its last stderr line); panics with the log
+    /// if it has not exited after [`bounds::event`].
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let bound = bounds::event();
+        let status = match tokio::time::timeout(bound, self.child.wait()).await {
             Ok(Ok(s)) => s,
-            _ => panic!(
-                "worker did not exit within {timeout:?}; log:\n{}",
-                self.log()
-            ),
+            _ => panic!("worker did not exit within {bound:?}; log:\n{}", self.log()),
         };
         if let Some(reader) = self.reader.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+            let _ = tokio::time::timeout(bound, reader).await;
         }
         status
     }
 
-    /// Waits until its stderr contains `needle`; panics after `timeout`
-    /// with the log.
-    pub async fn wait_log(&self, needle: &str, timeout: Duration) {
-        let end = tokio::time::Instant::now() + timeout;
+    /// Waits until its stderr contains `needle`; panics with the log after
+    /// [`bounds::event`].
+    pub async fn wait_log(&self, needle: &str) {
+        let bound = bounds::event();
+        let end = tokio::time::Instant::now() + bound;
         while !self.log().contains(needle) {
             if tokio::time::Instant::now() > end {
                 panic!(
-                    "no {needle:?} in the worker log within {timeout:?}:\n{}",
+                    "no {needle:?} in the worker log within {bound:?}:\n{}",
                     self.log()
                 );
             }
@@ -197,15 +198,72 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-/// Waits up to `timeout` for every pid in `pids` to be gone.
-pub async fn wait_gone(pids: &[u32], timeout: Duration) -> Vec<u32> {
-    let deadline = tokio::time::Instant::now() + timeout;
+/// Waits (up to [`bounds::event`]) for every pid in `pids` to be gone;
+/// returns those still alive then.
+pub async fn wait_gone(pids: &[u32]) -> Vec<u32> {
+    let deadline = tokio::time::Instant::now() + bounds::event();
     loop {
         let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
         if left.is_empty() || tokio::time::Instant::now() > deadline {
             return left;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The first child process of `pid` to appear (waits up to
+/// [`bounds::event`]).
+pub async fn first_child(pid: u32) -> u32 {
+    bounds::until(
+        &format!("a child process of {pid}"),
+        bounds::event(),
+        || children_of(pid).into_iter().next(),
+    )
+    .await
+}
+
+/// A job that runs until the test lets it finish: its model id is
+/// `fault:gate:DIR` (the synthetic runner's fault injection, so the worker
+/// needs `STUDIO_WORKER_FAULT_INJECTION=1`). While closed the job reports
+/// progress and never ends; [`Gate::started`] tells when the engine is
+/// running it, and which runner process that is.
+pub struct Gate {
+    dir: tempfile::TempDir,
+}
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// The model id that makes a job wait at this gate.
+    pub fn model(&self) -> String {
+        format!("fault:gate:{}", self.dir.path().display())
+    }
+
+    /// Waits until a runner is running the job; returns that runner's pid.
+    pub async fn started(&self) -> u32 {
+        let file = self.dir.path().join("started");
+        bounds::until(
+            "the gated job to start in a runner",
+            bounds::event(),
+            || std::fs::read_to_string(&file).ok()?.trim().parse().ok(),
+        )
+        .await
+    }
+
+    /// Lets the job finish.
+    pub fn open(&self) {
+        std::fs::write(self.dir.path().join("open"), b"").expect("open the gate");
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -15,6 +15,8 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Notify};
 
+use crate::bounds;
+
 /// Something the studio saw.
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -251,18 +253,12 @@ impl FakeStudio {
         entry
     }
 
-    /// Messages of every shipped log entry that contain `needle`, in order.
-    pub fn log_lines_containing(&self, needle: &str) -> Vec<String> {
-        self.frames("logBatch")
-            .iter()
-            .flat_map(|b| b["entries"].as_array().cloned().unwrap_or_default())
-            .filter_map(|e| {
-                e["message"]
-                    .as_str()
-                    .filter(|m| m.contains(needle))
-                    .map(str::to_string)
-            })
-            .collect()
+    /// The runners' `model loaded … (load #N…)` lines shipped up to the
+    /// result of `job_id` (see [`FakeStudio::shipped_logs_through`]).
+    pub async fn loads_through(&self, job_id: &str) -> Vec<String> {
+        let mut lines = self.shipped_logs_through(job_id).await;
+        lines.retain(|m| m.contains("(load #"));
+        lines
     }
 
     /// The next full download of `name` breaks after `bytes` bytes.
@@ -352,6 +348,16 @@ impl FakeStudio {
         })
     }
 
+    /// How many worker frames of one `type` so far (without copying them).
+    pub fn count_frames(&self, ty: &str) -> usize {
+        self.shared
+            .lock()
+            .events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::Frame(v) if v["type"] == ty))
+            .count()
+    }
+
     /// Worker frames of one `type`.
     pub fn frames(&self, ty: &str) -> Vec<Value> {
         self.events()
@@ -398,19 +404,35 @@ impl FakeStudio {
         what: &str,
         mut pred: impl FnMut(&Event) -> Option<T>,
     ) -> T {
+        self.wait_until(timeout, what, |events| {
+            events.iter().skip(mark).find_map(|(_, e)| pred(e))
+        })
+        .await
+    }
+
+    /// Waits until `check`, shown every event so far each time one
+    /// arrives, returns `Some`; panics with the event log after `timeout`.
+    pub async fn wait_until<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut check: impl FnMut(&[(Instant, Event)]) -> Option<T>,
+    ) -> T {
+        self.wait_state(timeout, what, |i| check(&i.events)).await
+    }
+
+    async fn wait_state<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut check: impl FnMut(&Inner) -> Option<T>,
+    ) -> T {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.shared.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(found) = self
-                .shared
-                .lock()
-                .events
-                .iter()
-                .skip(mark)
-                .find_map(|(_, e)| pred(e))
-            {
+            if let Some(found) = check(&self.shared.lock()) {
                 return found;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -427,10 +449,40 @@ impl FakeStudio {
         }
     }
 
+    /// Every shipped log message, once the worker has shipped all it logged
+    /// before its `completeJson` or `fail` for `job_id`. A runner's lines
+    /// about a job are queued before the job's result frame, and log
+    /// batches and results leave through one socket in order, so the first
+    /// `logBatch` after that frame closes the set (the studio's ack always
+    /// makes the worker log one more line, so that batch comes).
+    pub async fn shipped_logs_through(&self, job_id: &str) -> Vec<String> {
+        let what = format!("a logBatch after the result of {job_id}");
+        self.wait_until(bounds::event(), &what, |events| {
+            let result = events.iter().position(|(_, e)| {
+                matches!(e, Event::Frame(v) if (v["type"] == "completeJson" || v["type"] == "fail") && v["jobId"] == job_id)
+            })?;
+            let batch = events
+                .iter()
+                .skip(result + 1)
+                .position(|(_, e)| matches!(e, Event::Frame(v) if v["type"] == "logBatch"))?;
+            let messages = events[..=result + 1 + batch]
+                .iter()
+                .filter_map(|(_, e)| match e {
+                    Event::Frame(v) if v["type"] == "logBatch" => v["entries"].as_array(),
+                    _ => None,
+                })
+                .flatten()
+                .filter_map(|e| e["message"].as_str().map(str::to_string))
+                .collect();
+            Some(messages)
+        })
+        .await
+    }
+
     /// Waits for a heartbeat after `mark` whose `autoEnabled` is `enabled`.
-    pub async fn wait_heartbeat(&self, mark: usize, enabled: bool, timeout: Duration) -> Value {
+    pub async fn wait_heartbeat(&self, mark: usize, enabled: bool) -> Value {
         let what = format!("a heartbeat with autoEnabled={enabled}");
-        self.wait_for_since(mark, timeout, &what, |e| match e {
+        self.wait_for_since(mark, bounds::event(), &what, |e| match e {
             Event::Frame(v)
                 if v["type"] == "heartbeat" && v["capabilities"]["autoEnabled"] == enabled =>
             {
@@ -441,56 +493,45 @@ impl FakeStudio {
         .await
     }
 
-    /// Waits for a worker frame of `ty` about `job_id` (any job if empty).
+    /// Waits for a worker frame of `ty` about `job_id` (any job if empty)
+    /// that needs no real engine work (see [`bounds::event`]).
     pub async fn wait_frame(&self, ty: &str, job_id: &str) -> Value {
-        self.wait_for(
-            Duration::from_secs(20),
-            &format!("{ty} for {job_id}"),
-            |e| match e {
-                Event::Frame(v)
-                    if v["type"] == ty && (job_id.is_empty() || v["jobId"] == job_id) =>
-                {
-                    Some(v.clone())
-                }
-                _ => None,
-            },
-        )
+        self.wait_frame_within(ty, job_id, bounds::event()).await
+    }
+
+    /// [`FakeStudio::wait_frame`] with its own bound, for real engine work
+    /// ([`bounds::engine_work`]).
+    pub async fn wait_frame_within(&self, ty: &str, job_id: &str, bound: Duration) -> Value {
+        self.wait_for(bound, &format!("{ty} for {job_id}"), |e| match e {
+            Event::Frame(v) if v["type"] == ty && (job_id.is_empty() || v["jobId"] == job_id) => {
+                Some(v.clone())
+            }
+            _ => None,
+        })
         .await
     }
 
-    /// Waits for the upload of `job_id`.
+    /// Waits for the upload of `job_id` (a job with no real engine work).
     pub async fn wait_upload(&self, job_id: &str) -> Upload {
-        self.wait_for(
-            Duration::from_secs(20),
-            &format!("upload of {job_id}"),
-            |e| match e {
-                Event::Upload(u) if u.job_id == job_id => Some(u.clone()),
-                _ => None,
-            },
-        )
+        self.wait_upload_within(job_id, bounds::event()).await
+    }
+
+    /// [`FakeStudio::wait_upload`] with its own bound.
+    pub async fn wait_upload_within(&self, job_id: &str, bound: Duration) -> Upload {
+        self.wait_for(bound, &format!("upload of {job_id}"), |e| match e {
+            Event::Upload(u) if u.job_id == job_id => Some(u.clone()),
+            _ => None,
+        })
         .await
     }
 
     /// Waits for the `n`th session to be welcomed (1-based).
     pub async fn wait_session(&self, n: usize) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-        loop {
-            let notified = self.shared.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let i = self.shared.lock();
-                if i.sessions >= n && i.session.is_some() {
-                    return;
-                }
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!(
-                    "session {n} never came; sessions so far: {}",
-                    self.sessions()
-                );
-            }
-        }
+        let what = format!("session {n} (sessions so far: {})", self.sessions());
+        self.wait_state(bounds::event(), &what, |i| {
+            (i.sessions >= n && i.session.is_some()).then_some(())
+        })
+        .await
     }
 
     fn command(&self, c: Command) {
@@ -557,23 +598,79 @@ impl FakeStudio {
             .unwrap_or_default()
     }
 
-    /// Drops every connection without a close frame and stops listening
-    /// (a studio outage).
-    pub fn crash(self) -> SocketAddr {
+    /// A studio outage: drops every connection without a close frame and
+    /// stops serving. Its port then accepts TCP connections and closes
+    /// them at once (a studio down behind its load balancer), counting
+    /// them, so a test can wait for the worker to try again.
+    pub async fn crash(self) -> Outage {
         self.shared.kill.send_modify(|n| *n += 1);
         self.server.abort();
-        self.addr
+        let _ = self.server.await;
+        let listener = bind_retry(self.addr).await;
+        let attempts = Arc::new((Mutex::new(0usize), Notify::new()));
+        let seen = attempts.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                drop(conn);
+                *seen.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+                seen.1.notify_waiters();
+            }
+        });
+        Outage {
+            addr: self.addr,
+            attempts,
+            task,
+        }
     }
 }
 
-async fn bind_retry(addr: SocketAddr) -> tokio::net::TcpListener {
-    for _ in 0..100 {
-        if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
-            return l;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// A studio that is down; see [`FakeStudio::crash`].
+pub struct Outage {
+    addr: SocketAddr,
+    attempts: Arc<(Mutex<usize>, Notify)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Outage {
+    /// Waits until the worker has tried to connect `n` times during the
+    /// outage.
+    pub async fn wait_attempts(&self, n: usize) {
+        bounds::within(
+            &format!("{n} connection attempts during the outage"),
+            bounds::event(),
+            async {
+                loop {
+                    let notified = self.attempts.1.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if *self.attempts.0.lock().unwrap_or_else(|p| p.into_inner()) >= n {
+                        return;
+                    }
+                    notified.await;
+                }
+            },
+        )
+        .await
     }
-    panic!("cannot bind {addr}");
+
+    /// Ends the outage: a fresh studio on the same port.
+    pub async fn end(self) -> FakeStudio {
+        self.task.abort();
+        let _ = self.task.await;
+        FakeStudio::start_on(self.addr).await
+    }
+}
+
+/// Binds `addr`, retrying while the previous listener on it goes away.
+async fn bind_retry(addr: SocketAddr) -> tokio::net::TcpListener {
+    let deadline = tokio::time::Instant::now() + bounds::event();
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return l,
+            Err(e) if tokio::time::Instant::now() > deadline => panic!("cannot bind {addr}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 fn bearer(headers: &HeaderMap) -> String {

@@ -2,27 +2,18 @@
 //! hang, run out of memory or write garbage; external kills; storms. The
 //! supervisor reports each job with its cause and keeps working.
 
-use std::time::{Duration, Instant};
-
 use serde_json::Value;
+use studio_worker_tests::bounds;
 use studio_worker_tests::claims::{claim, claim_with, image, llm};
-use studio_worker_tests::proc::{alive, children_of, fd_count, wait_gone, WorkerProc};
+use studio_worker_tests::proc::{alive, children_of, fd_count, first_child, wait_gone, Gate};
 use studio_worker_tests::start_worker;
 use studio_worker_tests::studio::{Event, FakeStudio};
 
 const FAULTS: &[(&str, &str)] = &[("STUDIO_WORKER_FAULT_INJECTION", "1")];
-/// Fast deadlines, no breaker, quick restarts.
-const FAST: &str = "stall_timeout_secs = 2\nping_timeout_secs = 2\nmax_consecutive_failures = 0\nrestart_backoff_max_ms = 50\n";
-
-async fn runner_of(worker: &WorkerProc) -> u32 {
-    for _ in 0..200 {
-        if let Some(p) = children_of(worker.pid()).into_iter().next() {
-            return p;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("no runner child appeared");
-}
+/// Deadlines short enough that a hung runner is caught in seconds, long
+/// enough that a runner starved by a busy machine never trips them; no
+/// breaker; quick restarts.
+const FAST: &str = "stall_timeout_secs = 10\nping_timeout_secs = 10\nmax_consecutive_failures = 0\nrestart_backoff_max_ms = 50\n";
 
 async fn healthy_job_works(studio: &FakeStudio, id: &str) {
     studio.offer(claim(id, image(16, 16, "png")));
@@ -57,7 +48,6 @@ async fn every_fault_fails_its_job_with_the_cause_and_the_next_job_runs() {
     .enumerate()
     {
         let id = format!("fault-{i}");
-        let t0 = Instant::now();
         let fail = fail_of(&studio, &id, model).await;
         let msg = fail["error"].as_str().unwrap();
         // A hang is caught by the missing pongs or by the stall deadline,
@@ -66,13 +56,6 @@ async fn every_fault_fails_its_job_with_the_cause_and_the_next_job_runs() {
             msg.contains(cause) || (model == "fault:hang" && msg.contains("made no progress"));
         assert!(caught, "{model}: {msg}");
         assert_eq!(fail["retryable"], true, "{model}");
-        if model == "fault:hang" {
-            assert!(
-                t0.elapsed() < Duration::from_secs(8),
-                "hang detected in {:?}",
-                t0.elapsed()
-            );
-        }
         healthy_job_works(&studio, &format!("after-{i}")).await;
     }
     // fault:stdout and fault:slow succeed.
@@ -97,28 +80,19 @@ async fn fault_models_are_ordinary_without_the_switch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_external_sigkill_of_the_runner_fails_the_job_within_a_second() {
+/// How fast the failure comes is `crash-bench`'s figure (SIGKILL → fail),
+/// not an assertion here.
+async fn an_external_sigkill_of_the_runner_fails_the_job_with_the_signal() {
     let studio = FakeStudio::start().await;
-    let (_home, worker) = start_worker(&studio, FAST, FAULTS).await;
-    studio.offer(claim_with(
-        "victim",
-        "fault:slow:20000",
-        image(16, 16, "png"),
-    ));
-    studio.wait_frame("accept", "victim").await;
-    let runner = runner_of(&worker).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let t0 = Instant::now();
+    let (_home, _worker) = start_worker(&studio, FAST, FAULTS).await;
+    let gate = Gate::new();
+    studio.offer(claim_with("victim", &gate.model(), image(16, 16, "png")));
+    let runner = gate.started().await;
     // SAFETY: killing our own test's grandchild.
     unsafe {
         libc::kill(runner as i32, libc::SIGKILL);
     }
     let fail = studio.wait_frame("fail", "victim").await;
-    assert!(
-        t0.elapsed() < Duration::from_secs(1),
-        "fail took {:?}",
-        t0.elapsed()
-    );
     assert!(
         fail["error"].as_str().unwrap().contains("SIGKILL"),
         "{fail}"
@@ -130,9 +104,12 @@ async fn an_external_sigkill_of_the_runner_fails_the_job_within_a_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hard_timeout_kills_a_job_that_still_makes_progress() {
     let studio = FakeStudio::start().await;
+    // The gated job reports progress every 20 ms and never ends; the
+    // healthy job after it needs milliseconds of its 5 s.
     let (_home, _worker) =
-        start_worker(&studio, &format!("{FAST}job_timeout_secs = 1\n"), FAULTS).await;
-    let fail = fail_of(&studio, "too-long", "fault:slow:6000").await;
+        start_worker(&studio, &format!("{FAST}job_timeout_secs = 5\n"), FAULTS).await;
+    let gate = Gate::new();
+    let fail = fail_of(&studio, "too-long", &gate.model()).await;
     let msg = fail["error"].as_str().unwrap();
     assert!(msg.contains("job timeout"), "{msg}");
     healthy_job_works(&studio, "after-timeout").await;
@@ -169,7 +146,7 @@ async fn a_storm_of_thirty_crashes_leaves_one_supervisor_and_no_debris() {
     let live = children_of(pid);
     assert_eq!(live.len(), 1, "live children: {live:?}");
     seen_runners.retain(|p| !live.contains(p));
-    let left = wait_gone(&seen_runners, Duration::from_secs(2)).await;
+    let left = wait_gone(&seen_runners).await;
     assert!(left.is_empty(), "dead runners still around: {left:?}");
     let fds_after = fd_count(pid);
     assert!(
@@ -189,7 +166,7 @@ async fn a_job_that_kills_the_runner_twice_is_poison() {
     // The studio retries the same job id.
     studio.offer(claim_with("poison", "fault:segv", image(16, 16, "png")));
     let second = studio
-        .wait_for(Duration::from_secs(10), "second fail", |e| match e {
+        .wait_for(bounds::event(), "second fail", |e| match e {
             Event::Frame(v)
                 if v["type"] == "fail" && v["jobId"] == "poison" && v["retryable"] == false =>
             {
@@ -207,7 +184,10 @@ async fn a_job_that_kills_the_runner_twice_is_poison() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failures_pause_claiming_for_a_cool_down() {
     let studio = FakeStudio::start().await;
-    let cfg = "stall_timeout_secs = 2\nmax_consecutive_failures = 3\nfailure_cooldown_secs = 3\nrestart_backoff_max_ms = 50\n";
+    // The cool-down must outlast the moments between the third failure and
+    // the next offer on a busy machine; the test then waits it out.
+    let cfg =
+        "max_consecutive_failures = 3\nfailure_cooldown_secs = 15\nrestart_backoff_max_ms = 50\n";
     let (_home, worker) = start_worker(&studio, cfg, FAULTS).await;
     for i in 0..3 {
         fail_of(&studio, &format!("cd-{i}"), "fault:exit").await;
@@ -219,14 +199,10 @@ async fn repeated_failures_pause_claiming_for_a_cool_down() {
         .as_str()
         .unwrap()
         .contains("repeated engine failures"));
-    studio
-        .wait_heartbeat(0, false, Duration::from_secs(8))
-        .await;
+    studio.wait_heartbeat(0, false).await;
     // After the cool-down it claims again by itself.
     let mark = studio.mark();
-    studio
-        .wait_heartbeat(mark, true, Duration::from_secs(10))
-        .await;
+    studio.wait_heartbeat(mark, true).await;
     healthy_job_works(&studio, "cd-after").await;
     assert!(
         worker.log().contains("worker-caused failures in a row"),
@@ -245,19 +221,11 @@ async fn no_runner_or_grandchild_outlives_a_sigkilled_supervisor() {
         serde_json::json!({"kind": "video", "prompt": "x", "seconds": 60.0, "fps": 30, "width": 640, "height": 480, "ext": "mp4"}),
     ));
     studio.wait_frame("accept", "orphan").await;
-    let runner = runner_of(&worker).await;
-    let mut ffmpeg = Vec::new();
-    for _ in 0..500 {
-        ffmpeg = children_of(runner);
-        if !ffmpeg.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(ffmpeg.len(), 1, "ffmpeg grandchild running");
+    let runner = first_child(worker.pid()).await;
+    let ffmpeg = first_child(runner).await;
     worker.signal(libc::SIGKILL);
-    let _ = worker.wait_exit(Duration::from_secs(5)).await;
-    let left = wait_gone(&[runner, ffmpeg[0]], Duration::from_secs(3)).await;
+    let _ = worker.wait_exit().await;
+    let left = wait_gone(&[runner, ffmpeg]).await;
     assert!(left.is_empty(), "outlived the supervisor: {left:?}");
 }
 
@@ -265,22 +233,23 @@ async fn no_runner_or_grandchild_outlives_a_sigkilled_supervisor() {
 async fn a_second_sigterm_exits_at_once_and_kills_the_runner() {
     let studio = FakeStudio::start().await;
     let (_home, mut worker) = start_worker(&studio, FAST, FAULTS).await;
-    studio.offer(claim_with("long", "fault:slow:20000", image(16, 16, "png")));
-    studio.wait_frame("accept", "long").await;
-    let runner = runner_of(&worker).await;
+    let gate = Gate::new();
+    studio.offer(claim_with("long", &gate.model(), image(16, 16, "png")));
+    let runner = gate.started().await;
     worker.signal(libc::SIGTERM);
-    worker
-        .wait_log("signal received: draining", Duration::from_secs(5))
-        .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    worker.wait_log("signal received: draining").await;
+    // Draining: an offer is answered `paused`, so the worker is still up.
+    studio.offer(claim("while-draining", image(8, 8, "png")));
+    let r = studio.wait_frame("reject", "while-draining").await;
+    assert_eq!(r["code"], "paused");
     assert!(
         alive(worker.pid()),
         "first SIGTERM drains, it does not exit"
     );
     worker.signal(libc::SIGTERM);
-    let status = worker.wait_exit(Duration::from_secs(5)).await;
+    let status = worker.wait_exit().await;
     assert!(!status.success());
-    let left = wait_gone(&[runner], Duration::from_secs(3)).await;
+    let left = wait_gone(&[runner]).await;
     assert!(left.is_empty(), "runner {runner} outlived the supervisor");
 }
 
@@ -289,14 +258,9 @@ async fn a_job_longer_than_the_drain_timeout_is_handed_back_on_sigterm() {
     let studio = FakeStudio::start().await;
     let (_home, mut worker) =
         start_worker(&studio, &format!("{FAST}drain_timeout_secs = 1\n"), FAULTS).await;
-    studio.offer(claim_with(
-        "endless",
-        "fault:slow:30000",
-        image(16, 16, "png"),
-    ));
-    studio.wait_frame("accept", "endless").await;
-    let runner = runner_of(&worker).await;
-    let t0 = Instant::now();
+    let gate = Gate::new();
+    studio.offer(claim_with("endless", &gate.model(), image(16, 16, "png")));
+    let runner = gate.started().await;
     worker.signal(libc::SIGTERM);
     let fail = studio.wait_frame("fail", "endless").await;
     assert_eq!(fail["retryable"], true);
@@ -307,22 +271,15 @@ async fn a_job_longer_than_the_drain_timeout_is_handed_back_on_sigterm() {
             .contains("drain_timeout_secs = 1"),
         "{fail}"
     );
-    let status = worker.wait_exit(Duration::from_secs(10)).await;
+    let status = worker.wait_exit().await;
     assert!(status.success(), "{}", worker.log());
-    assert!(
-        t0.elapsed() < Duration::from_secs(6),
-        "drain took {:?}",
-        t0.elapsed()
-    );
     studio
-        .wait_for(Duration::from_secs(5), "close 1000", |e| {
+        .wait_for(bounds::event(), "close 1000", |e| {
             matches!(e, Event::Closed(Some(1000))).then_some(())
         })
         .await;
     assert!(
-        wait_gone(&[runner], Duration::from_secs(3))
-            .await
-            .is_empty(),
+        wait_gone(&[runner]).await.is_empty(),
         "runner outlived the drain"
     );
 }

@@ -2,7 +2,6 @@
 //! `engine-runner` → result back, decoded and checked.
 
 use std::io::Cursor;
-use std::time::Duration;
 
 use image::{AnimationDecoder, ImageFormat};
 use serde_json::json;
@@ -177,7 +176,6 @@ async fn missing_ffmpeg_is_a_clear_job_error() {
     // GIF needs no ffmpeg and still works on this worker.
     studio.offer(claim("vid-gif2", json!({"kind": "video", "prompt": "x", "seconds": 1.0, "fps": 2, "width": 16, "height": 16, "ext": "gif"})));
     studio.wait_upload("vid-gif2").await;
-    let _ = Duration::from_secs(0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,9 +4,8 @@
 //!
 //! One test function: engine work runs one job at a time, 1 thread.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
+use studio_worker_tests::bounds;
 use studio_worker_tests::studio::FakeStudio;
 use studio_worker_tests::{models, start_worker};
 
@@ -19,7 +18,9 @@ fn user(text: &str) -> Value {
 }
 
 async fn completion(studio: &FakeStudio, id: &str) -> Value {
-    let done = studio.wait_frame("completeJson", id).await;
+    let done = studio
+        .wait_frame_within("completeJson", id, bounds::engine_work())
+        .await;
     done["result"].clone()
 }
 
@@ -129,8 +130,7 @@ async fn llama_cpp_answers_stops_constrains_and_refuses_long_prompts() {
     assert_eq!(a, b, "same seed, same text");
 
     // All of that on one load.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let l = studio.log_lines_containing("(load #");
+    let l = studio.loads_through("seed-b").await;
     assert_eq!(
         l.len(),
         1,
@@ -148,13 +148,17 @@ async fn llama_cpp_answers_stops_constrains_and_refuses_long_prompts() {
         &small,
         json!({"kind": "llm", "messages": user(&long), "maxTokens": 8}),
     ));
-    let fail = studio.wait_frame("fail", "too-long").await;
+    let fail = studio
+        .wait_frame_within("fail", "too-long", bounds::engine_work())
+        .await;
     assert_eq!(fail["retryable"], false, "{fail}");
     let msg = fail["error"].as_str().unwrap();
     assert!(msg.contains("does not fit the 128-token context"), "{msg}");
     // Bad input names the field.
     studio.offer(offer("empty", &src, json!({"kind": "llm", "messages": []})));
-    let fail = studio.wait_frame("fail", "empty").await;
+    let fail = studio
+        .wait_frame_within("fail", "empty", bounds::engine_work())
+        .await;
     assert!(
         fail["error"].as_str().unwrap().contains("task.messages"),
         "{fail}"

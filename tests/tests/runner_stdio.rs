@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use studio_protocol::runner::frame::encode;
 use studio_protocol::runner::{
@@ -11,6 +11,7 @@ use studio_protocol::runner::{
     DEFAULT_MAX_FRAME_BYTES,
 };
 use studio_protocol::studio::{ImageTask, ModelSource, Task};
+use studio_worker_tests::bounds;
 use studio_worker_tests::proc::bin;
 
 struct Runner {
@@ -68,14 +69,10 @@ impl Runner {
         }
     }
     fn wait(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "runner did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let child = &mut self.child;
+        bounds::until_blocking("the runner to exit", bounds::event(), || {
+            child.try_wait().unwrap()
+        })
     }
 }
 
@@ -129,17 +126,11 @@ fn handshake_job_progress_and_result() {
     let img = image::load_from_memory(&data).unwrap();
     assert_eq!((img.width(), img.height()), (40, 30));
     // Closing the channel ends the runner cleanly.
+    let mut child = r.child;
     drop(r.stdin);
-    let status = {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(s) = r.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "runner did not exit on EOF");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    };
+    let status = bounds::until_blocking("the runner to exit on EOF", bounds::event(), || {
+        child.try_wait().unwrap()
+    });
     assert!(status.success());
 }
 
@@ -147,19 +138,26 @@ fn handshake_job_progress_and_result() {
 fn pings_are_answered_while_the_engine_works() {
     let mut r = start(&[("STUDIO_WORKER_FAULT_INJECTION", "1")]);
     r.hello(1);
-    r.send(&job("slow", "fault:slow:1500", 8, 8));
-    std::thread::sleep(Duration::from_millis(200));
+    // A job that runs until the test opens its gate, reporting progress
+    // every 20 ms meanwhile.
+    let gate = tempfile::tempdir().unwrap();
+    let model = format!("fault:gate:{}", gate.path().display());
+    r.send(&job("slow", &model, 8, 8));
+    // Its first progress: the engine thread is working.
+    while !matches!(r.recv(), FromRunner::Progress { .. }) {}
     r.send(&ToRunner::Ping { seq: 77 });
+    let deadline = Instant::now() + bounds::event();
     loop {
         match r.recv() {
             FromRunner::Pong { seq, .. } => {
                 assert_eq!(seq, 77);
                 break;
             }
-            FromRunner::Result { .. } => panic!("pong came only after the job finished"),
-            _ => {}
+            FromRunner::Result { .. } => panic!("the job ended with its gate closed"),
+            _ => assert!(Instant::now() < deadline, "no pong while the engine works"),
         }
     }
+    std::fs::write(gate.path().join("open"), b"").unwrap();
     loop {
         if let FromRunner::Result { job_id, .. } = r.recv() {
             assert_eq!(job_id, "slow");

@@ -5,9 +5,9 @@
 //!
 //! One test function: engine work runs one job at a time, 1 thread.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
+use studio_worker_tests::bounds;
+use studio_worker_tests::claims::{claim, llm};
 use studio_worker_tests::start_worker;
 use studio_worker_tests::studio::{FakeStudio, Upload};
 use studio_worker_tests::tiny_sd;
@@ -28,12 +28,8 @@ fn offer(id: &str, model: &str, src: &Value, task: Value) -> Value {
     json!({"jobId": id, "gameId": "g", "assetName": format!("g/{id}"), "model": model, "vramGbEstimate": 1.0, "task": task, "modelSource": src})
 }
 
-fn loads(studio: &FakeStudio) -> Vec<String> {
-    studio.log_lines_containing("(load #")
-}
-
 async fn image_of(studio: &FakeStudio, id: &str) -> (Upload, image::DynamicImage) {
-    let up = studio.wait_upload(id).await;
+    let up = studio.wait_upload_within(id, bounds::engine_work()).await;
     let img = image::load_from_memory(&up.bytes).unwrap_or_else(|e| panic!("{id}: {e}"));
     (up, img)
 }
@@ -110,7 +106,9 @@ async fn sd_cpp_generates_reuses_swaps_and_edits() {
     let mut bad = txt("png", 128, 128);
     bad["samplingMethod"] = json!("sideways");
     studio.offer(offer("sd-bad-sampler", "tiny", &src1, bad));
-    let fail = studio.wait_frame("fail", "sd-bad-sampler").await;
+    let fail = studio
+        .wait_frame_within("fail", "sd-bad-sampler", bounds::engine_work())
+        .await;
     assert_eq!(fail["retryable"], false);
     assert!(
         fail["error"]
@@ -120,7 +118,9 @@ async fn sd_cpp_generates_reuses_swaps_and_edits() {
         "{fail}"
     );
     studio.offer(offer("sd-bad-size", "tiny", &src1, txt("png", 100, 128)));
-    let fail = studio.wait_frame("fail", "sd-bad-size").await;
+    let fail = studio
+        .wait_frame_within("fail", "sd-bad-size", bounds::engine_work())
+        .await;
     assert!(
         fail["error"].as_str().unwrap().contains("multiples of 16"),
         "{fail}"
@@ -128,7 +128,9 @@ async fn sd_cpp_generates_reuses_swaps_and_edits() {
     // A video job for an image model: a clear, final error.
     let vid = json!({"kind": "video", "prompt": "a golem walks", "width": 128, "height": 128, "seconds": 1.0, "fps": 5, "ext": "mp4"});
     studio.offer(offer("sd-video-on-image-model", "tiny", &src1, vid));
-    let fail = studio.wait_frame("fail", "sd-video-on-image-model").await;
+    let fail = studio
+        .wait_frame_within("fail", "sd-video-on-image-model", bounds::engine_work())
+        .await;
     assert_eq!(fail["retryable"], false);
     assert!(
         fail["error"]
@@ -139,8 +141,7 @@ async fn sd_cpp_generates_reuses_swaps_and_edits() {
     );
 
     // All of that on one load.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let l = loads(&studio);
+    let l = studio.loads_through("sd-video-on-image-model").await;
     assert_eq!(l.len(), 1, "one load for one model: {l:?}");
     assert!(l[0].contains("(load #1;"));
 
@@ -148,8 +149,11 @@ async fn sd_cpp_generates_reuses_swaps_and_edits() {
     studio.offer(offer("sd-swap", "tiny-2", &src2, txt("png", 128, 128)));
     let (swapped, _) = image_of(&studio, "sd-swap").await;
     assert!(swapped.bytes != first.bytes);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let l = loads(&studio);
+    // An upload has no frame on the socket to order log batches by: a
+    // synthetic job after it does.
+    studio.offer(claim("after-swap", llm("hi")));
+    studio.wait_frame("completeJson", "after-swap").await;
+    let l = studio.loads_through("after-swap").await;
     assert_eq!(l.len(), 2, "{l:?}");
     assert!(l[1].contains("(load #2;"));
     assert!(

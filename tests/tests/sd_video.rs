@@ -11,9 +11,10 @@
 //! studio-worker-tests --test sd_video -- --ignored --nocapture`). It needs
 //! about 6 GB of disk in the temp dir and 8 GB of memory.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{json, Value};
+use studio_worker_tests::bounds;
 use studio_worker_tests::proc::ffprobe;
 use studio_worker_tests::start_worker;
 use studio_worker_tests::studio::{Event, FakeStudio, Upload};
@@ -23,7 +24,7 @@ use studio_worker_tests::tiny_sd;
 async fn result_of(studio: &FakeStudio, id: &str) -> Upload {
     let out = studio
         .wait_for(
-            Duration::from_secs(1800),
+            bounds::heavy_work(),
             &format!("result of {id}"),
             |e| match e {
                 Event::Upload(u) if u.job_id == id => Some(Ok(u.clone())),
@@ -99,7 +100,9 @@ async fn sd_cpp_makes_mp4_and_webm_video_on_a_wan_shaped_model() {
     // An image job for the video model: a clear, final error.
     let img = json!({"kind": "image", "prompt": "a boat", "width": 64, "height": 64, "ext": "png"});
     studio.offer(offer("wan-image", &src, img));
-    let fail = studio.wait_frame("fail", "wan-image").await;
+    let fail = studio
+        .wait_frame_within("fail", "wan-image", bounds::engine_work())
+        .await;
     assert_eq!(fail["retryable"], false);
     assert!(
         fail["error"]
@@ -109,8 +112,7 @@ async fn sd_cpp_makes_mp4_and_webm_video_on_a_wan_shaped_model() {
         "{fail}"
     );
 
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let loads = studio.log_lines_containing("(load #");
+    let loads = studio.loads_through("wan-image").await;
     assert_eq!(
         loads.len(),
         1,
