@@ -1,6 +1,6 @@
 //! `llm-bench MODEL.gguf [RUNS] [THREADS] [TOKENS]`: the cost of our path
 //! against the bare library, same machine, model, prompt, threads and
-//! token count (README "Performance").
+//! token count (docs/benchmarks.md).
 //!
 //! * bare: a loop calling `llama-cpp-2` directly in this process (load
 //!   once; per run: clear the KV cache, decode the prompt, greedy-sample

@@ -1,4 +1,4 @@
-//! Crash-isolation benchmark, printed as a table (README "Performance").
+//! Crash-isolation benchmark, printed as a table (docs/benchmarks.md).
 //!
 //! 1. Kill → fail: a runner busy with a job is SIGKILLed from outside; how
 //!    long until the fake studio has the job's `fail`, and from that `fail`

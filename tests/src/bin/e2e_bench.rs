@@ -1,4 +1,4 @@
-//! Benchmarks of the spine, printed as a table (README "Performance").
+//! Benchmarks of the spine, printed as a table (docs/benchmarks.md).
 //!
 //! 1. Runner-channel round trip: a job frame to the real `engine-runner`
 //!    and its result frame back (64×64 PNG, 4096×4096 PNG).

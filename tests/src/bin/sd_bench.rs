@@ -1,5 +1,5 @@
-//! stable-diffusion.cpp benchmark, printed as a table (README
-//! "Performance"): image jobs per minute with the model kept loaded in one
+//! stable-diffusion.cpp benchmark, printed as a table
+//! (docs/benchmarks.md): image jobs per minute with the model kept loaded in one
 //! runner vs a fresh runner that reloads the model for every job (how the
 //! reference worker ran `sd-cli`), and the runner's cold start.
 //!
