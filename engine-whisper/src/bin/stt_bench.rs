@@ -1,6 +1,6 @@
 //! `stt-bench MODEL.bin AUDIO.wav [RUNS] [THREADS]`: whisper.cpp through
 //! our path against the bare library on the same machine, model, audio and
-//! thread count (README "Performance").
+//! thread count (docs/benchmarks.md).
 //!
 //! * bare: `whisper-rs` called directly in this process (context and state
 //!   made once; per run: read the 16 kHz mono WAV, `full` with greedy
@@ -8,6 +8,11 @@
 //! * ours: `engine-runner-whisper` (beside this binary) over the framed
 //!   runner channel with the model already loaded, exactly as the
 //!   supervisor drives it.
+//!   Runs with `language: "en"` and without `language` take turns on the
+//!   one runner (tiny.en is English-only, so both transcribe as English
+//!   and neither runs language detection).
+//! * bare with `auto`: what whisper.cpp costs when asked to detect the
+//!   language (an extra encoder pass), for scale.
 //! * ours through `studio-worker job --repeat` (beside this binary): the
 //!   whole supervisor path (input copied in, runner, result), one runner,
 //!   the first run loads the model and is left out.
@@ -30,7 +35,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
-fn job(i: usize, audio: &Path) -> ToRunner {
+fn job(i: usize, audio: &Path, language: Option<&str>) -> ToRunner {
     let mut source = ModelSource::synthetic();
     source.engine = Engine::WhisperCpp;
     ToRunner::Job(Box::new(JobRequest {
@@ -38,7 +43,7 @@ fn job(i: usize, audio: &Path) -> ToRunner {
         epoch: 1,
         task: Task::AudioStt(AudioSttTask {
             input_url: "bench".into(),
-            language: Some("en".into()),
+            language: language.map(str::to_string),
             ..Default::default()
         }),
         model: "bench".into(),
@@ -49,36 +54,65 @@ fn job(i: usize, audio: &Path) -> ToRunner {
     }))
 }
 
-fn ours(
-    runner: &Path,
-    model: &Path,
-    audio: &Path,
-    runs: usize,
-    threads: &str,
-) -> (Vec<Duration>, String, [Duration; 2]) {
+/// Our runner: `runs` jobs with `language: "en"` and `runs` without,
+/// taking turns; the times of each, the last texts, the cold start and
+/// the language reported without one.
+struct Ours {
+    en: Vec<Duration>,
+    none: Vec<Duration>,
+    text_en: String,
+    text_none: String,
+    language_none: String,
+    cold: [Duration; 2],
+}
+
+fn ours(runner: &Path, model: &Path, audio: &Path, runs: usize, threads: &str) -> Ours {
     let model_arg = model.to_string_lossy().to_string();
-    let (mut r, [hello, loaded]) = RunnerConn::start_warm(
+    let (mut r, cold) = RunnerConn::start_warm(
         runner,
         &["--stdio", "--threads", threads, "--model", &model_arg],
-        &job(0, audio),
+        &job(0, audio, Some("en")),
     )
     .expect("engine-runner-whisper starts and runs the warm-up job");
-    let mut times = Vec::new();
-    let mut text = String::new();
+    let mut o = Ours {
+        en: Vec::new(),
+        none: Vec::new(),
+        text_en: String::new(),
+        text_none: String::new(),
+        language_none: String::new(),
+        cold,
+    };
     for i in 1..=runs {
-        let t0 = Instant::now();
-        r.send(&job(i, audio)).expect("send");
-        let out = r.until_result(|_| {}).expect("job runs");
-        times.push(t0.elapsed());
-        if let JobOutput::Json { value } = out {
-            text = value["text"].as_str().unwrap_or_default().to_string();
+        for language in [Some("en"), None] {
+            let t0 = Instant::now();
+            r.send(&job(i, audio, language)).expect("send");
+            let out = r.until_result(|_| {}).expect("job runs");
+            let took = t0.elapsed();
+            let JobOutput::Json { value } = out else {
+                panic!("a transcript is JSON")
+            };
+            let text = value["text"].as_str().unwrap_or_default().to_string();
+            if language.is_some() {
+                o.en.push(took);
+                o.text_en = text;
+            } else {
+                o.none.push(took);
+                o.text_none = text;
+                o.language_none = value["language"].as_str().unwrap_or_default().to_string();
+            }
         }
     }
     r.stop();
-    (times, text, [hello, loaded])
+    o
 }
 
-fn bare(model: &Path, audio: &Path, runs: usize, threads: i32) -> (Vec<Duration>, String, f64) {
+fn bare(
+    model: &Path,
+    audio: &Path,
+    runs: usize,
+    threads: i32,
+    language: &str,
+) -> (Vec<Duration>, String, f64) {
     whisper_rs::install_logging_hooks();
     let ctx = WhisperContext::new_with_params(
         &model.to_string_lossy(),
@@ -106,7 +140,7 @@ fn bare(model: &Path, audio: &Path, runs: usize, threads: i32) -> (Vec<Duration>
         seconds = samples.len() as f64 / 16_000.0;
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
         params.set_n_threads(threads);
-        params.set_language(Some("en"));
+        params.set_language(Some(language));
         params.set_print_progress(false);
         params.set_print_realtime(false);
         params.set_print_timestamps(false);
@@ -166,16 +200,23 @@ fn main() {
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("engine-runner-whisper")))
         .expect("engine-runner-whisper beside stt-bench");
-    let (ours_t, ours_text, [hello, loaded]) =
-        ours(&runner, &model, &audio, runs, &threads.to_string());
-    let (bare_t, bare_text, seconds) = bare(&model, &audio, runs, threads);
-    assert_eq!(ours_text, bare_text, "both paths must transcribe the same");
+    let o = ours(&runner, &model, &audio, runs, &threads.to_string());
+    let [hello, loaded] = o.cold;
+    let (bare_t, bare_text, seconds) = bare(&model, &audio, runs, threads, "en");
+    assert_eq!(o.text_en, bare_text, "both paths must transcribe the same");
+    assert_eq!(
+        o.text_none, bare_text,
+        "a job without language must transcribe the same"
+    );
+    assert_eq!(o.language_none, "en", "tiny.en without language reports en");
+    let (auto_t, _, _) = bare(&model, &audio, runs, threads, "auto");
     let (job_t, job_text) = via_job(&model, &audio, runs, threads as u32);
     assert_eq!(
         job_text, bare_text,
         "studio-worker job must transcribe the same"
     );
-    let (o, b, j) = (median(ours_t), median(bare_t), median(job_t));
+    let (b, a, j) = (median(bare_t), median(auto_t), median(job_t));
+    let (o_en, o_none) = (median(o.en), median(o.none));
     println!(
         "## whisper.cpp, {}, {seconds:.2} s of audio, {threads} thread(s), {runs} runs (medians)\n",
         model
@@ -185,24 +226,25 @@ fn main() {
     );
     println!("| path | time | real-time factor |");
     println!("| --- | ---: | ---: |");
-    println!(
-        "| bare `whisper-rs` | {:.1} ms | {:.3} |",
-        b.as_secs_f64() * 1000.0,
-        b.as_secs_f64() / seconds
-    );
-    println!(
-        "| ours (runner channel, model loaded) | {:.1} ms | {:.3} |",
-        o.as_secs_f64() * 1000.0,
-        o.as_secs_f64() / seconds
-    );
-    println!(
-        "| ours (`studio-worker job --repeat`, model loaded) | {:.1} ms | {:.3} |",
-        j.as_secs_f64() * 1000.0,
-        j.as_secs_f64() / seconds
-    );
+    let row = |name: &str, d: Duration| {
+        println!(
+            "| {name} | {:.1} ms | {:.3} |",
+            d.as_secs_f64() * 1000.0,
+            d.as_secs_f64() / seconds
+        )
+    };
+    row("bare `whisper-rs`, `en`", b);
+    row("bare `whisper-rs`, `auto` (detects: extra encoder pass)", a);
+    row("ours (runner channel, model loaded), `en`", o_en);
+    row("ours (runner channel, model loaded), no `language`", o_none);
+    row("ours (`studio-worker job --repeat`, model loaded), `en`", j);
     println!(
         "| ratio bare / runner channel (speed) | {:.3} | |",
-        b.as_secs_f64() / o.as_secs_f64()
+        b.as_secs_f64() / o_en.as_secs_f64()
+    );
+    println!(
+        "| ratio no `language` / `en` on our runner (time) | {:.3} | |",
+        o_none.as_secs_f64() / o_en.as_secs_f64()
     );
     println!(
         "| ratio bare / `studio-worker job` (speed) | {:.3} | |",
@@ -218,5 +260,5 @@ fn main() {
         "| spawn → model loaded | {:.1} ms |",
         loaded.as_secs_f64() * 1000.0
     );
-    println!("\ntext: {ours_text:?}");
+    println!("\ntext: {:?}", o.text_en);
 }
