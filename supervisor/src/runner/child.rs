@@ -322,7 +322,9 @@ impl RunnerChild {
         }
         let start = Instant::now();
         let hard = start + limits.job + load_extra;
-        let mut stall = start + limits.stall + load_extra;
+        // Loading until the runner reports its first `Running` progress.
+        let mut loading = true;
+        let mut stall = limits.stall_deadline(start, load_extra, loading);
         let mut last_pong = start;
         on_event(RunEvent::Started {
             pid: self.pid,
@@ -375,7 +377,8 @@ impl RunnerChild {
                     total,
                     phase,
                 } if j == job_id && epoch == self.epoch => {
-                    stall = Instant::now() + limits.stall;
+                    loading &= phase == Phase::Loading;
+                    stall = limits.stall_deadline(Instant::now(), load_extra, loading);
                     on_event(RunEvent::Progress { phase, done, total })
                 }
                 FromRunner::Pong { epoch, .. } if epoch == self.epoch => last_pong = Instant::now(),

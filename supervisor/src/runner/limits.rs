@@ -46,6 +46,23 @@ impl Limits {
     }
 }
 
+impl Limits {
+    /// The stall deadline after a sign of life at `now`. While the job is
+    /// still loading its model (`loading`: no `Running` progress yet) the
+    /// load allowance stays on top of the stall timeout, for the whole
+    /// load: a runner that reports "loading started" and then reads a big
+    /// model for minutes is not stalled. Once the job runs, the plain
+    /// stall timeout.
+    pub fn stall_deadline(
+        &self,
+        now: tokio::time::Instant,
+        load_extra: Duration,
+        loading: bool,
+    ) -> tokio::time::Instant {
+        now + self.stall + if loading { load_extra } else { Duration::ZERO }
+    }
+}
+
 /// Extra time for the load phase: one second per 100 MB of model files,
 /// so a 20 GB model gets 200 s more before it counts as stalled.
 pub fn load_allowance(model_bytes: u64) -> Duration {
@@ -128,6 +145,27 @@ mod tests {
         assert_eq!(b.delay(), Duration::ZERO);
         b.on_death();
         assert_eq!(b.delay(), Duration::from_millis(100));
+    }
+
+    /// Regression: a `Progress(Loading)` frame at the start of a load
+    /// used to reset the deadline to the plain stall timeout, dropping the
+    /// allowance just before the long part.
+    #[test]
+    fn the_load_allowance_lasts_the_whole_load() {
+        let limits = Limits {
+            stall: Duration::from_secs(10),
+            ..Limits::default()
+        };
+        let now = tokio::time::Instant::now();
+        let extra = Duration::from_secs(200);
+        assert_eq!(
+            limits.stall_deadline(now, extra, true),
+            now + Duration::from_secs(210)
+        );
+        assert_eq!(
+            limits.stall_deadline(now, extra, false),
+            now + Duration::from_secs(10)
+        );
     }
 
     #[test]
