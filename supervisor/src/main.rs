@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod deliver;
 mod fetch;
+mod gpu;
 mod jobs;
 mod local_job;
 mod logship;
@@ -118,6 +119,30 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 "engines:       {}",
                 runner::EngineCatalog::discover(&cfg).names().join(", ")
             );
+            let gpus = gpu::probe();
+            if gpus.is_empty() {
+                println!("gpus:          none found (jobs run on the CPU)");
+            }
+            for g in &gpus {
+                let free = g
+                    .free_gb()
+                    .map(|f| format!(", {f:.1} GB free"))
+                    .unwrap_or_default();
+                println!(
+                    "gpu {}:         {} ({:.1} GB{free})",
+                    g.index,
+                    g.name,
+                    g.total_gb()
+                );
+            }
+            if let Some(largest) = gpus.iter().map(gpu::Gpu::total_gb).reduce(f64::max) {
+                if cfg.vram_threshold_gb > largest {
+                    println!(
+                        "warning:       the threshold ({} GB) is above the largest GPU ({largest:.1} GB)",
+                        cfg.vram_threshold_gb
+                    );
+                }
+            }
             match state::read(&path) {
                 Some(s) => println!(
                     "last session:  {} since {}{} (pid {})",

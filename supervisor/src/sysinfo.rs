@@ -23,21 +23,7 @@ pub fn username() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// Total GPU memory in GB from the NVIDIA driver's sysfs/procfs, or 0.
+/// The largest GPU's memory in GB ([`crate::gpu::probe`]), or 0.
 pub fn vram_total_gb() -> f64 {
-    // nvidia-smi is the portable probe; absent on CPU-only hosts.
-    let out = std::process::Command::new("nvidia-smi")
-        .args(["--query-gpu=memory.total", "--format=csv,noheader,nounits"])
-        .stderr(std::process::Stdio::null())
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter_map(|l| l.trim().parse::<f64>().ok())
-                .fold(0.0f64, f64::max)
-                / 1024.0
-        }
-        _ => 0.0,
-    }
+    crate::gpu::largest_total_gb(&crate::gpu::probe())
 }

@@ -36,6 +36,42 @@ fn config_and_status_never_show_secrets() {
 }
 
 #[test]
+fn status_lists_the_gpus_and_warns_of_a_threshold_above_them() {
+    let home = WorkerHome::new("http://127.0.0.1:9/", None, "vram_threshold_gb = 30.0\n");
+    let status = |gpus: &str| {
+        let out = std::process::Command::new(studio_worker_tests::proc::bin("studio-worker"))
+            .arg("--config")
+            .arg(home.config())
+            .arg("status")
+            .env("STUDIO_WORKER_FAKE_GPUS", gpus)
+            .output()
+            .expect("run studio-worker");
+        assert!(out.status.success(), "{out:?}");
+        text(&out)
+    };
+    let (out, _) = status("24,8");
+    assert!(
+        out.contains("gpu 0:         fake GPU (24.0 GB, 24.0 GB free)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("gpu 1:         fake GPU (8.0 GB, 8.0 GB free)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("the threshold (30 GB) is above the largest GPU (24.0 GB)"),
+        "{out}"
+    );
+    // A value that does not parse is named, and the real probe runs.
+    let (out, err) = status("24,lots");
+    assert!(
+        err.contains("STUDIO_WORKER_FAKE_GPUS") && err.contains("`lots`"),
+        "{err}"
+    );
+    assert!(!out.contains("fake GPU"), "{out}");
+}
+
+#[test]
 fn enable_disable_and_set_threshold_write_the_config() {
     let home = WorkerHome::new("http://127.0.0.1:9/", None, "");
     assert!(home.cli(&["disable"]).status.success());
