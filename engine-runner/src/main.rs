@@ -42,12 +42,11 @@ fn main() {
 /// same arguments; returns only if there is none.
 fn delegate(engine: &str) {
     use std::os::unix::process::CommandExt;
-    let family = match engine {
-        "sd-cpp" => "engine-runner-sd",
-        "llama-cpp" => "engine-runner-llama",
-        "whisper-cpp" => "engine-runner-whisper",
-        _ => return,
-    };
+    let family =
+        match studio_protocol::runner::family(&studio_protocol::studio::Engine::parse(engine)) {
+            Some(f) if f.binary != "engine-runner" => f.binary,
+            _ => return,
+        };
     let Some(path) = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.join(family)))

@@ -60,18 +60,15 @@ fn the_protocol_crate_does_no_io_policy() {
 #[test]
 fn each_runner_binary_links_at_most_one_ggml() {
     // Each native family bundles its own ggml: one family per binary.
-    for (pkg, allowed) in [
-        ("engine-runner", &[][..]),
-        ("engine-runner-sd", &["diffusion-rs-sys"][..]),
-        (
-            "engine-runner-llama",
-            &["llama-cpp-2", "llama-cpp-sys-2"][..],
-        ),
-        (
-            "engine-runner-whisper",
-            &["whisper-rs", "whisper-rs-sys"][..],
-        ),
-    ] {
+    // The families' own table says which binary may link which.
+    for family in studio_protocol::runner::FAMILIES {
+        let (pkg, allowed) = (family.binary, family.native_crates);
+        for n in allowed {
+            assert!(
+                NATIVE_ENGINES.contains(n),
+                "{n} missing from NATIVE_ENGINES"
+            );
+        }
         let d = deps(pkg);
         let native: Vec<&str> = NATIVE_ENGINES
             .iter()

@@ -18,9 +18,11 @@
 //! id and the child's epoch (its restart count) so the supervisor can drop
 //! messages from an older child.
 
+mod family;
 pub mod frame;
 mod message;
 
+pub use family::{family, Family, FAMILIES};
 pub use frame::{FrameError, FrameReader, FrameWriter, DEFAULT_MAX_FRAME_BYTES};
 pub use message::{
     ErrorClass, FromRunner, JobOutput, JobRequest, Phase, ToRunner, CHANNEL_VERSION,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::config::Config;
 use std::time::Duration;
 
-use studio_protocol::runner::{ErrorClass, JobOutput, JobRequest};
+use studio_protocol::runner::{ErrorClass, JobOutput, JobRequest, FAMILIES};
 use studio_protocol::studio::{Engine, TaskKind};
 
 use super::child::{ChildFailure, RunEvent, RunnerChild};
@@ -21,11 +21,10 @@ pub struct EngineCatalog {
 }
 
 impl EngineCatalog {
-    /// Engines served by the `engine-runner` binary at `runner`.
-    /// Runner binaries sit beside each other: `engine-runner` (synthetic)
-    /// and one `engine-runner-<family>` per native engine family that was
-    /// built (`-sd` for stable-diffusion.cpp, `-llama` for llama.cpp,
-    /// `-whisper` for whisper.cpp).
+    /// The engine families whose runner binary is on this host
+    /// ([`FAMILIES`]): `engine-runner` (synthetic) at `engine_runner_path`,
+    /// and each native family's `engine-runner-<family>` beside it, where
+    /// it was built. Native runners get `--threads` from `engine_threads`.
     pub fn discover(cfg: &Config) -> Self {
         let runner = crate::session::runner_path(cfg);
         let threads: Vec<String> = cfg
@@ -33,38 +32,28 @@ impl EngineCatalog {
             .map(|t| vec!["--threads".into(), t.to_string()])
             .unwrap_or_default();
         let mut entries = BTreeMap::new();
-        entries.insert(
-            Engine::Synthetic.as_str().to_string(),
-            (
-                runner.clone(),
-                vec!["--stdio".into(), "--engine".into(), "synthetic".into()],
-                TaskKind::ALL.to_vec(),
-            ),
-        );
-        let sibling = |name: &str| {
-            runner
-                .parent()
-                .map(|d| d.join(name))
-                .filter(|p| p.is_file())
-        };
-        for (binary, engine, kinds) in [
-            (
-                "engine-runner-sd",
-                Engine::SdCpp,
-                vec![TaskKind::Image, TaskKind::Video],
-            ),
-            ("engine-runner-llama", Engine::LlamaCpp, vec![TaskKind::Llm]),
-            (
-                "engine-runner-whisper",
-                Engine::WhisperCpp,
-                vec![TaskKind::AudioStt],
-            ),
-        ] {
-            if let Some(path) = sibling(binary) {
-                let mut args = vec!["--stdio".to_string()];
+        for family in FAMILIES {
+            let path = if family.binary == "engine-runner" {
+                runner.clone()
+            } else {
+                match runner
+                    .parent()
+                    .map(|d| d.join(family.binary))
+                    .filter(|p| p.is_file())
+                {
+                    Some(p) => p,
+                    None => continue,
+                }
+            };
+            let mut args = vec!["--stdio".to_string()];
+            args.extend(family.args.iter().map(|a| a.to_string()));
+            if family.is_native() {
                 args.extend(threads.iter().cloned());
-                entries.insert(engine.as_str().to_string(), (path, args, kinds));
             }
+            entries.insert(
+                family.engine.to_string(),
+                (path, args, family.kinds.to_vec()),
+            );
         }
         Self { entries }
     }
