@@ -1,0 +1,181 @@
+//! The `studio-worker` subcommands, shared by the binary and anything
+//! else that drives the worker as a library.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use studio_protocol::Secret;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+use crate::{gpu, local_job, logship, models, progress, register, runner, session, state};
+
+fn config_path(cli: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match cli {
+        Some(p) => Ok(p.clone()),
+        None => Ok(Config::default_path()?),
+    }
+}
+
+fn update(path: &Path, f: impl FnOnce(&mut Config)) -> anyhow::Result<Config> {
+    let mut cfg = Config::load(path)?;
+    f(&mut cfg);
+    cfg.save(path)?;
+    Ok(cfg)
+}
+
+/// Runs one parsed command line.
+pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let path = config_path(&cli.config)?;
+    match cli.command {
+        Command::Run => session::run(path).await,
+        Command::Register {
+            bootstrap_token,
+            api_base_url,
+        } => {
+            let cfg = Config::load(&path)?;
+            let catalog = runner::EngineCatalog::discover(&cfg);
+            let id = register::register(
+                &path,
+                cfg,
+                Secret::new(bootstrap_token),
+                api_base_url,
+                &catalog,
+            )
+            .await?;
+            println!("registered as {id}; identity stored in {}", path.display());
+            Ok(())
+        }
+        Command::Status => {
+            let cfg = Config::load(&path)?;
+            println!("config:        {}", path.display());
+            let registration = match (&cfg.worker_id, &cfg.registration_request_id) {
+                (Some(id), _) if cfg.has_credentials() => format!("approved as {id}"),
+                (_, Some(rr)) => format!("pending operator approval (request {rr})"),
+                _ => "not registered".to_string(),
+            };
+            println!(
+                "worker id:     {}",
+                cfg.worker_id.as_deref().unwrap_or("(none)")
+            );
+            println!("registration:  {registration}");
+            println!("api base url:  {}", cfg.api_base_url);
+            println!("threshold:     {} GB", cfg.vram_threshold_gb);
+            println!("enabled:       {}", cfg.auto_enabled);
+            println!("models root:   {}", cfg.models_root().display());
+            println!(
+                "engines:       {}",
+                runner::EngineCatalog::discover(&cfg).names().join(", ")
+            );
+            let gpus = gpu::probe();
+            if gpus.is_empty() {
+                println!("gpus:          none found (jobs run on the CPU)");
+            }
+            for g in &gpus {
+                let free = g
+                    .free_gb()
+                    .map(|f| format!(", {f:.1} GB free"))
+                    .unwrap_or_default();
+                println!(
+                    "gpu {}:         {} ({:.1} GB{free})",
+                    g.index,
+                    g.name,
+                    g.total_gb()
+                );
+            }
+            if let Some(largest) = gpus.iter().map(gpu::Gpu::total_gb).reduce(f64::max) {
+                if cfg.vram_threshold_gb > largest {
+                    println!(
+                        "warning:       the threshold ({} GB) is above the largest GPU ({largest:.1} GB)",
+                        cfg.vram_threshold_gb
+                    );
+                }
+            }
+            match state::read(&path) {
+                Some(s) => println!(
+                    "last session:  {} since {}{} (pid {})",
+                    s.state,
+                    s.since,
+                    s.detail.map(|d| format!(": {d}")).unwrap_or_default(),
+                    s.pid
+                ),
+                None => println!("last session:  never run"),
+            }
+            Ok(())
+        }
+        Command::Config => {
+            let cfg = Config::load(&path)?;
+            println!("# {}", path.display());
+            print!("{}", cfg.redacted_toml());
+            Ok(())
+        }
+        Command::Enable => {
+            update(&path, |c| c.auto_enabled = true)?;
+            println!("claiming enabled");
+            Ok(())
+        }
+        Command::Disable => {
+            update(&path, |c| c.auto_enabled = false)?;
+            println!("claiming disabled: the worker stays online and rejects offers (paused)");
+            Ok(())
+        }
+        Command::SetThreshold { gb } => {
+            let value: f64 = gb
+                .trim()
+                .parse()
+                .with_context(|| format!("`{gb}` is not a number of gigabytes"))?;
+            if !value.is_finite() || value < 0.0 {
+                bail!("threshold must be a number ≥ 0, got {gb}");
+            }
+            update(&path, |c| c.vram_threshold_gb = value)?;
+            println!("vram threshold set to {value} GB");
+            Ok(())
+        }
+        Command::FetchModel { model, source } => {
+            let cfg = Config::load(&path)?;
+            let text = if std::path::Path::new(&source).is_file() {
+                std::fs::read_to_string(&source).with_context(|| format!("cannot read {source}"))?
+            } else {
+                source.clone()
+            };
+            let source: studio_protocol::studio::ModelSource =
+                serde_json::from_str(&text).context("--source is not a modelSource JSON object")?;
+            let cache = models::ModelCache::new(
+                cfg.models_root(),
+                std::time::Duration::from_secs(cfg.stall_timeout_secs.max(1)),
+            );
+            let mut bar = progress::TermBar::new(&model);
+            let mut on_progress = |p: models::DownloadProgress<'_>| bar.show(p.done, p.total);
+            let files = cache
+                .ensure(&source.engine, &model, &source.files, &mut on_progress)
+                .await;
+            bar.finish();
+            for (name, path) in files? {
+                println!("{name}\t{path}");
+            }
+            Ok(())
+        }
+        Command::Job(args) => {
+            let cfg = Config::load(&path)?;
+            local_job::run(&cfg, *args).await
+        }
+    }
+}
+
+/// The log to stderr (`STUDIO_WORKER_LOG`, default `info`) and, through
+/// [`crate::logship::ShipLayer`], to the studio.
+pub fn init_tracing() {
+    let filter =
+        EnvFilter::try_from_env("STUDIO_WORKER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(true);
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(logship::ShipLayer)
+        .try_init();
+}

@@ -1,0 +1,22 @@
+//! `studio-worker`, the supervisor, as a library: the binary
+//! (`main.rs`) parses the command line and calls [`commands::dispatch`];
+//! the same core serves `run`, `job` and what comes later (a local API, a
+//! desktop window).
+
+pub mod capabilities;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod deliver;
+pub mod fetch;
+pub mod gpu;
+pub mod jobs;
+pub mod local_job;
+pub mod logship;
+pub mod models;
+pub mod progress;
+pub mod register;
+pub mod runner;
+pub mod session;
+pub mod state;
+pub mod sysinfo;
