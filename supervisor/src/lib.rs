@@ -3,6 +3,7 @@
 //! the same core serves `run`, `job` and what comes later (a local API, a
 //! desktop window).
 
+pub mod breakers;
 pub mod capabilities;
 pub mod cli;
 pub mod commands;

@@ -55,6 +55,8 @@ pub struct RunnerRef {
 pub struct JobRow {
     /// Engine name.
     pub engine: String,
+    /// Registry model id.
+    pub model: String,
     /// Its runner, once it has one.
     pub runner: Option<RunnerRef>,
     /// Where it is.
@@ -75,11 +77,12 @@ pub struct JobTable {
 
 impl JobTable {
     /// Records an accepted job.
-    pub fn accept(&mut self, job_id: &str, engine: &str, gen: u64) {
+    pub fn accept(&mut self, job_id: &str, engine: &str, model: &str, gen: u64) {
         self.rows.insert(
             job_id.to_string(),
             JobRow {
                 engine: engine.to_string(),
+                model: model.to_string(),
                 runner: None,
                 phase: JobPhase::Accepted,
                 accepted_at: Instant::now(),
@@ -149,7 +152,7 @@ mod tests {
     fn rows_move_through_phases_and_keep_their_runner() {
         let mut t = JobTable::default();
         assert!(t.is_empty() && t.current().is_none());
-        t.accept("j1", "synthetic", 1);
+        t.accept("j1", "synthetic", "m", 1);
         assert_eq!(t.current(), Some("j1"));
         assert_eq!(t.held(), vec!["j1".to_string()]);
         assert!(!t.only_uploading());

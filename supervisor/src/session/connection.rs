@@ -407,11 +407,13 @@ async fn take_deferred(w: &mut Worker, sink: &mut Sink) -> Result<(), String> {
 }
 
 /// Declines an offer, with the log line that says why.
+/// `code: None` tells the studio nothing is wrong with the worker: it
+/// offers the job to another one.
 async fn reject(
     sink: &mut Sink,
     job_id: String,
     reason: &str,
-    code: RejectCode,
+    code: Option<RejectCode>,
 ) -> Result<(), String> {
     tracing::info!(target: "ws", job_id = %job_id, "rejecting {job_id}: {reason}");
     send(
@@ -419,7 +421,7 @@ async fn reject(
         &WorkerFrame::Reject {
             job_id,
             reason: reason.into(),
-            code: Some(code),
+            code,
         },
     )
     .await
@@ -450,7 +452,20 @@ async fn handle_offer(
         } else {
             "worker paused by operator"
         };
-        return reject(sink, job_id, reason, RejectCode::Paused).await;
+        return reject(sink, job_id, reason, Some(RejectCode::Paused)).await;
+    }
+    if let Ok(c) = &parsed {
+        let key = (c.model_source.engine.as_str().to_string(), c.model.clone());
+        if let Some(until) = w.quarantined(&key) {
+            let reason = format!(
+                "model {} ({}) is quarantined until {}: it took down its runner {} times in a row",
+                c.model,
+                key.0,
+                super::wall_clock(until),
+                w.cfg.max_consecutive_failures
+            );
+            return reject(sink, job_id, &reason, None).await;
+        }
     }
     if w.jobs.only_uploading() && w.deferred_offer.is_none() {
         // The studio offers the next job as soon as it has our upload,
@@ -464,7 +479,7 @@ async fn handle_offer(
             sink,
             job_id,
             "worker already has an in-flight job",
-            RejectCode::Busy,
+            Some(RejectCode::Busy),
         )
         .await;
     }
@@ -490,8 +505,12 @@ async fn handle_offer(
             .await;
         }
     };
-    w.jobs
-        .accept(&job_id, claim.model_source.engine.as_str(), w.gen);
+    w.jobs.accept(
+        &job_id,
+        claim.model_source.engine.as_str(),
+        &claim.model,
+        w.gen,
+    );
     if w.exec_tx
         .send(ExecRequest { claim, gen: w.gen })
         .await
@@ -521,7 +540,8 @@ async fn on_report(w: &mut Worker, sink: &mut Sink, r: JobReport) -> Result<(), 
         w.jobs.update(&r.job_id, phase, runner, deadline);
         return Ok(());
     }
-    if let Some(row) = w.jobs.finish(&r.job_id) {
+    let row = w.jobs.finish(&r.job_id);
+    if let Some(row) = &row {
         let on = row
             .runner
             .map(|x| format!(" on runner pid {} epoch {}", x.pid, x.epoch))
@@ -535,7 +555,10 @@ async fn on_report(w: &mut Worker, sink: &mut Sink, r: JobReport) -> Result<(), 
             ..
         }
     );
-    if w.note_job_end(worker_caused) {
+    // A job the table no longer holds (handed back at a drain timeout)
+    // counts for no breaker.
+    let tripped = row.is_some_and(|row| w.note_job_end(&(row.engine, row.model), worker_caused));
+    if tripped {
         // Tell the studio now, not at the next tick.
         send(sink, &heartbeat_frame(w)).await?;
     }

@@ -23,6 +23,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use tokio::sync::{mpsc, watch};
 
+use crate::breakers::{Breakers, ModelKey, Trip};
 use crate::capabilities::HostFacts;
 use crate::config::Config;
 use crate::deliver::UploadTarget;
@@ -53,10 +54,9 @@ pub struct Worker {
     jobs: JobTable,
     /// An offer that arrived during that upload, answered when it ends.
     deferred_offer: Option<serde_json::Value>,
-    /// Worker-caused failures in a row (dead or stuck runners).
-    consecutive_failures: u32,
-    /// Claiming is paused until then after too many of those.
-    cooldown_until: Option<tokio::time::Instant>,
+    /// Quarantined models and the pause of all claiming after runner
+    /// failures ([`Breakers`]).
+    breakers: Breakers,
     shutdown: watch::Receiver<u32>,
 }
 
@@ -66,38 +66,54 @@ impl Worker {
     }
 
     fn cooling_down(&self) -> bool {
-        self.cooldown_until
-            .is_some_and(|t| tokio::time::Instant::now() < t)
+        self.breakers.paused(tokio::time::Instant::now()).is_some()
     }
 
-    /// Counts a job's end towards the failure breaker; true when it trips.
-    fn note_job_end(&mut self, worker_caused_failure: bool) -> bool {
+    /// Counts a job's end on `key` towards the breakers; true when all
+    /// claiming just paused (the studio should hear it at once).
+    fn note_job_end(&mut self, key: &ModelKey, worker_caused_failure: bool) -> bool {
         if !worker_caused_failure {
-            self.consecutive_failures = 0;
+            self.breakers.success(key);
             return false;
         }
-        self.consecutive_failures += 1;
-        let max = self.cfg.max_consecutive_failures;
-        if max > 0 && self.consecutive_failures >= max {
-            let pause = Duration::from_secs(self.cfg.failure_cooldown_secs);
-            self.cooldown_until = Some(tokio::time::Instant::now() + pause);
-            let until = time::OffsetDateTime::now_utc() + pause;
-            tracing::error!(
-                target: "worker",
-                "{} worker-caused failures in a row: not claiming for {} s (until {until}); heartbeats say autoEnabled=false",
-                self.consecutive_failures,
-                pause.as_secs()
-            );
-            self.consecutive_failures = 0;
-            return true;
+        let now = tokio::time::Instant::now();
+        match self.breakers.failure(key, now) {
+            Trip::None => false,
+            Trip::Model((engine, model), until) => {
+                tracing::error!(
+                    target: "worker",
+                    "model {model} ({engine}) took down its runner {} times in a row: declining its offers until {}; other models keep running",
+                    self.cfg.max_consecutive_failures,
+                    wall_clock(until)
+                );
+                false
+            }
+            Trip::All(models, until) => {
+                let names: Vec<String> = models.iter().map(|(e, m)| format!("{m} ({e})")).collect();
+                tracing::error!(
+                    target: "worker",
+                    "{} runner failures in a row across {}: not claiming until {}; heartbeats say autoEnabled=false",
+                    self.cfg.max_consecutive_failures,
+                    names.join(", "),
+                    wall_clock(until)
+                );
+                true
+            }
         }
-        false
     }
 
-    /// Ends a finished cool-down (logged once).
+    /// Until when offers for `key` are declined, if they are.
+    fn quarantined(&self, key: &ModelKey) -> Option<tokio::time::Instant> {
+        self.breakers.quarantined(key, tokio::time::Instant::now())
+    }
+
+    /// Ends finished quarantines and a finished pause (logged once).
     fn check_cooldown(&mut self) {
-        if self.cooldown_until.is_some() && !self.cooling_down() {
-            self.cooldown_until = None;
+        let (models, pause) = self.breakers.expire(tokio::time::Instant::now());
+        for (engine, model) in models {
+            tracing::info!(target: "worker", "model {model} ({engine}) out of quarantine: taking its offers again");
+        }
+        if pause {
             tracing::info!(target: "worker", "failure cool-down over: claiming again");
         }
     }
@@ -120,6 +136,10 @@ impl Worker {
                 }
                 // Credentials in use stay as they are until reconnect.
                 c.auth_token = self.cfg.auth_token.clone().or(c.auth_token);
+                self.breakers.configure(
+                    c.max_consecutive_failures,
+                    Duration::from_secs(c.failure_cooldown_secs),
+                );
                 self.cfg = c;
             }
             Err(e) => tracing::warn!(target: "worker", "keeping the previous config: {e}"),
@@ -250,6 +270,10 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
             results_max_bytes: cfg.results_max_mb * 1024 * 1024,
         },
     ));
+    let breakers = Breakers::new(
+        cfg.max_consecutive_failures,
+        Duration::from_secs(cfg.failure_cooldown_secs),
+    );
     let mut worker = Worker {
         config_path: config_path.clone(),
         cfg,
@@ -261,8 +285,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         gen: 0,
         jobs: JobTable::default(),
         deferred_offer: None,
-        consecutive_failures: 0,
-        cooldown_until: None,
+        breakers,
         shutdown,
     };
     let outcome = reconnect_loop(&mut worker).await;
@@ -337,4 +360,14 @@ async fn reconnect_loop(w: &mut Worker) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// A monotonic deadline as UTC wall-clock time (RFC 3339), for messages.
+pub(crate) fn wall_clock(at: tokio::time::Instant) -> String {
+    let left = at.saturating_duration_since(tokio::time::Instant::now());
+    let t = time::OffsetDateTime::now_utc() + left;
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
 }
