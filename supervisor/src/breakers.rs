@@ -16,7 +16,7 @@
 //!
 //! Time is passed in, so the rules are tested without waiting.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -46,6 +46,8 @@ pub struct Breakers {
     run: Vec<ModelKey>,
     quarantined: BTreeMap<ModelKey, Instant>,
     paused_until: Option<Instant>,
+    /// The models whose failures caused the pause.
+    paused_by: Vec<ModelKey>,
 }
 
 impl Breakers {
@@ -59,6 +61,7 @@ impl Breakers {
             run: Vec::new(),
             quarantined: BTreeMap::new(),
             paused_until: None,
+            paused_by: Vec::new(),
         }
     }
 
@@ -84,16 +87,17 @@ impl Breakers {
         *count += 1;
         let model_tripped = *count >= self.limit;
         self.run.push(key.clone());
-        let distinct: BTreeSet<&ModelKey> = self.run.iter().collect();
-        if self.run.len() as u32 >= self.limit && distinct.len() >= 2 {
-            let until = now + self.cooldown;
-            let mut models: Vec<ModelKey> = Vec::new();
-            for k in &self.run {
-                if !models.contains(k) {
-                    models.push(k.clone());
-                }
+        // The models of the run, in the order they failed.
+        let mut models: Vec<ModelKey> = Vec::new();
+        for k in &self.run {
+            if !models.contains(k) {
+                models.push(k.clone());
             }
+        }
+        if self.run.len() as u32 >= self.limit && models.len() >= 2 {
+            let until = now + self.cooldown;
             self.paused_until = Some(until);
+            self.paused_by = models.clone();
             self.run.clear();
             self.per_model.clear();
             return Trip::All(models, until);
@@ -119,6 +123,11 @@ impl Breakers {
         self.paused_until.filter(|t| now < *t)
     }
 
+    /// The models whose failures in a row caused the pause.
+    pub fn paused_by(&self) -> &[ModelKey] {
+        &self.paused_by
+    }
+
     /// Forgets quarantines and the pause that ended by `now`; returns what
     /// ended, for the log.
     pub fn expire(&mut self, now: Instant) -> (Vec<ModelKey>, bool) {
@@ -133,6 +142,7 @@ impl Breakers {
         let pause_ended = self.paused_until.is_some_and(|t| now >= t);
         if pause_ended {
             self.paused_until = None;
+            self.paused_by.clear();
         }
         (ended, pause_ended)
     }
@@ -191,7 +201,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(b.paused(t0), Some(t0 + COOL));
+        assert_eq!(b.paused_by(), [key("c"), key("a"), key("b")]);
         assert_eq!(b.expire(t0 + COOL), (vec![], true));
+        assert!(b.paused_by().is_empty());
         assert_eq!(b.paused(t0 + COOL), None);
     }
 

@@ -86,13 +86,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     g.total_gb()
                 );
             }
-            if let Some(largest) = gpus.iter().map(gpu::Gpu::total_gb).reduce(f64::max) {
-                if cfg.vram_threshold_gb > largest {
-                    println!(
-                        "warning:       the threshold ({} GB) is above the largest GPU ({largest:.1} GB)",
-                        cfg.vram_threshold_gb
-                    );
-                }
+            let largest = gpu::largest_total_gb(&gpus);
+            if largest > 0.0 && cfg.vram_threshold_gb > largest {
+                println!(
+                    "warning:       the threshold ({} GB) is above the largest GPU ({largest:.1} GB)",
+                    cfg.vram_threshold_gb
+                );
             }
             match state::read(&path) {
                 Some(s) => println!(

@@ -446,13 +446,13 @@ async fn handle_offer(
     }
     if w.paused() {
         let reason = if w.draining() {
-            "worker is shutting down"
-        } else if w.cooling_down() {
-            "worker paused after repeated engine failures"
+            "worker is shutting down".to_string()
+        } else if let Some(why) = w.cooldown_reason() {
+            why
         } else {
-            "worker paused by operator"
+            "worker paused by operator".to_string()
         };
-        return reject(sink, job_id, reason, Some(RejectCode::Paused)).await;
+        return reject(sink, job_id, &reason, Some(RejectCode::Paused)).await;
     }
     if let Ok(c) = &parsed {
         let key = (c.model_source.engine.as_str().to_string(), c.model.clone());

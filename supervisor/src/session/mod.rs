@@ -69,6 +69,17 @@ impl Worker {
         self.breakers.paused(tokio::time::Instant::now()).is_some()
     }
 
+    /// Why offers are declined `paused` during a failure cool-down: the
+    /// models that failed and until when (`None` when not cooling down).
+    fn cooldown_reason(&self) -> Option<String> {
+        let until = self.breakers.paused(tokio::time::Instant::now())?;
+        Some(format!(
+            "worker paused after repeated engine failures across {} until {}",
+            model_names(self.breakers.paused_by()),
+            wall_clock(until)
+        ))
+    }
+
     /// Counts a job's end on `key` towards the breakers; true when all
     /// claiming just paused (the studio should hear it at once).
     fn note_job_end(&mut self, key: &ModelKey, worker_caused_failure: bool) -> bool {
@@ -89,12 +100,11 @@ impl Worker {
                 false
             }
             Trip::All(models, until) => {
-                let names: Vec<String> = models.iter().map(|(e, m)| format!("{m} ({e})")).collect();
                 tracing::error!(
                     target: "worker",
                     "{} runner failures in a row across {}: not claiming until {}; heartbeats say autoEnabled=false",
                     self.cfg.max_consecutive_failures,
-                    names.join(", "),
+                    model_names(&models),
                     wall_clock(until)
                 );
                 true
@@ -360,6 +370,15 @@ async fn reconnect_loop(w: &mut Worker) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// `model (engine), …` for messages.
+fn model_names(models: &[ModelKey]) -> String {
+    models
+        .iter()
+        .map(|(engine, model)| format!("{model} ({engine})"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A monotonic deadline as UTC wall-clock time (RFC 3339), for messages.
