@@ -86,7 +86,7 @@ impl Llama {
                     .ok_or_else(|| engine_err("model vanished"));
             }
         }
-        let started = Instant::now();
+        let started = Loads::begin();
         report.progress(Phase::Loading, 0, 1);
         let model = match self.loaded.take() {
             // Same file, other context size: keep the weights.

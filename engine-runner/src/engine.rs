@@ -50,6 +50,8 @@ pub trait Reporter {
     fn progress(&mut self, phase: Phase, done: u64, total: u64);
     /// A log line for this job.
     fn log(&mut self, level: LogLevel, message: String);
+    /// The job's model finished loading (see [`Loads::record`]).
+    fn loaded(&mut self, host_bytes: u64, device_bytes: Option<u64>);
 }
 
 /// One engine family inside a runner.
@@ -107,23 +109,54 @@ pub fn scratch_dir(job: &JobRequest) -> std::path::PathBuf {
         .unwrap_or_else(std::env::temp_dir)
 }
 
-/// Counts model loads and tells the supervisor about each one: a
-/// "model loaded in N ms (load #K…)" log line (tests and operators read
-/// the counter) after the loading phase's last progress.
+/// When a load began, and the runner's resident memory then.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadStart {
+    at: std::time::Instant,
+    rss: u64,
+}
+
+impl LoadStart {
+    /// Time since the load began.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.at.elapsed()
+    }
+}
+
+/// This process's resident set size in bytes (0 where `/proc` is absent).
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Counts model loads and tells the supervisor about each one: a `loaded`
+/// report (the host memory the load took; device memory is not measured
+/// by the CPU builds) and a "model loaded in N ms (load #K…)" log line for
+/// operators, after the loading phase's last progress.
 #[derive(Debug, Default)]
 pub struct Loads(u64);
 
 impl Loads {
+    /// Marks the start of a load.
+    pub fn begin() -> LoadStart {
+        LoadStart {
+            at: std::time::Instant::now(),
+            rss: resident_bytes(),
+        }
+    }
+
     /// Records a load that began at `started`; `note` is appended inside
     /// the parentheses (`; context 8192`).
-    pub fn record(
-        &mut self,
-        report: &mut dyn Reporter,
-        started: std::time::Instant,
-        note: &str,
-    ) -> u64 {
+    pub fn record(&mut self, report: &mut dyn Reporter, started: LoadStart, note: &str) -> u64 {
         self.0 += 1;
         report.progress(Phase::Loading, 1, 1);
+        report.loaded(resident_bytes().saturating_sub(started.rss), None);
         report.log(
             LogLevel::Info,
             format!(

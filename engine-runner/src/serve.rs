@@ -220,6 +220,7 @@ fn fatal(out: &SharedOutbox, message: String) -> i32 {
 struct JobReporter<'a> {
     out: &'a SharedOutbox,
     job_id: &'a str,
+    model: &'a str,
     epoch: u64,
 }
 
@@ -233,6 +234,19 @@ impl Reporter for JobReporter<'_> {
                 phase,
                 done,
                 total,
+            },
+        );
+    }
+
+    fn loaded(&mut self, host_bytes: u64, device_bytes: Option<u64>) {
+        let _ = send(
+            self.out,
+            &FromRunner::Loaded {
+                job_id: self.job_id.to_string(),
+                epoch: self.epoch,
+                model: self.model.to_string(),
+                host_bytes,
+                device_bytes,
             },
         );
     }
@@ -261,6 +275,7 @@ fn engine_loop(
         let mut reporter = JobReporter {
             out: &out,
             job_id: &job.job_id,
+            model: &job.model,
             epoch: job.epoch,
         };
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use diffusion_rs_sys as sys;
 use engine_runner::encode::image::{check_size, encode_rgb, image_ext};
@@ -124,7 +123,7 @@ impl SdCpp {
         // A different model: free the old one first (memory).
         self.loaded = None;
         report.progress(Phase::Loading, 0, 1);
-        let started = Instant::now();
+        let started = Loads::begin();
         let c = |p: &Option<PathBuf>| -> Result<Option<CString>, EngineError> {
             p.as_ref()
                 .map(|p| {

@@ -52,7 +52,7 @@ impl Whisper {
         if self.loaded.as_ref().is_none_or(|l| &l.path != path) {
             self.loaded = None;
             report.progress(Phase::Loading, 0, 1);
-            let started = Instant::now();
+            let started = Loads::begin();
             let name = path.to_string_lossy();
             let mut params = WhisperContextParameters::default();
             params.use_gpu(cfg!(feature = "cuda"));

@@ -118,6 +118,15 @@ impl Breakers {
         self.quarantined.get(key).copied().filter(|t| now < *t)
     }
 
+    /// Every model quarantined at `now`, with its end.
+    pub fn quarantines(&self, now: Instant) -> Vec<(ModelKey, Instant)> {
+        self.quarantined
+            .iter()
+            .filter(|(_, t)| now < **t)
+            .map(|(k, t)| (k.clone(), *t))
+            .collect()
+    }
+
     /// Until when all claiming is paused, if it is at `now`.
     pub fn paused(&self, now: Instant) -> Option<Instant> {
         self.paused_until.filter(|t| now < *t)

@@ -132,6 +132,9 @@ pub struct Config {
     pub restart_backoff_initial_ms: u64,
     /// Largest restart delay, in ms.
     pub restart_backoff_max_ms: u64,
+    /// Seconds an idle runner keeps its model loaded (0: stop after every
+    /// job; -1: never stop for idleness).
+    pub model_keep_alive_secs: i64,
 }
 
 impl Default for Config {
@@ -172,6 +175,7 @@ impl Default for Config {
             failure_cooldown_secs: 300,
             restart_backoff_initial_ms: 100,
             restart_backoff_max_ms: 30_000,
+            model_keep_alive_secs: 300,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! `studio-worker job`: one job through the same executor and runner path
-//! as a studio offer, with no studio.
+//! `studio-worker job`: one job through the same scheduler, job task and
+//! runner path as a studio offer, with no studio.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -10,12 +10,13 @@ use studio_protocol::studio::{
     ModelFile, ModelSource, Task, VideoTask,
 };
 
+use crate::capabilities::HostFacts;
 use crate::cli::{JobArgs, KindArg};
 use crate::config::Config;
-use crate::jobs::{Executor, JobData};
-use crate::models::ModelCache;
+use crate::jobs::JobData;
 use crate::progress::TermBar;
-use crate::runner::{Backoff, EngineCatalog, Limits, RunnerPool};
+use crate::runner::{EngineCatalog, RunEvent};
+use crate::scheduler::{self, LocalUpdate, Setup, SlotSetup};
 
 fn need(v: &Option<String>, flag: &str, kind: &str) -> anyhow::Result<String> {
     v.clone()
@@ -144,33 +145,20 @@ pub async fn run(cfg: &Config, args: JobArgs) -> anyhow::Result<()> {
         task,
         model_source: source,
     };
-    let catalog = EngineCatalog::discover(cfg);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()?;
-    let pool = RunnerPool::new(
-        catalog,
-        cfg.max_frame_bytes,
-        Limits::from_config(cfg),
-        Backoff::from_config(cfg),
-    );
-    let cache = ModelCache::new(
-        cfg.models_root(),
-        Duration::from_secs(cfg.stall_timeout_secs.max(1)),
-    )
-    .allow_local_files();
-    let mut exec = Executor::new(pool, cache, http, true);
+    let (handle, _life, task) = scheduler::start(Setup {
+        cfg: cfg.clone(),
+        status_path: None,
+        host: HostFacts::probe(),
+        catalog: EngineCatalog::discover(cfg),
+        slots: vec![SlotSetup {
+            gpu: None,
+            target: None,
+        }],
+        allow_local_files: true,
+    });
     let mut bar = TermBar::new("model");
-    let mut on_event = |ev: crate::runner::RunEvent| match ev {
-        crate::runner::RunEvent::Started { pid, epoch, .. } => {
-            bar.finish();
-            tracing::debug!(target: "job", "on runner pid {pid} (epoch {epoch})");
-        }
-        crate::runner::RunEvent::Downloading { done, total } => bar.show(done, total),
-        crate::runner::RunEvent::Progress { .. } => {}
-    };
-    // Every run on the same executor, so on the same runner: the model
-    // stays loaded after the first.
+    // Every run on the same scheduler, so on the same resident runner: the
+    // model stays loaded after the first.
     let runs = args.repeat.max(1);
     let mut times = Vec::with_capacity(runs as usize);
     let mut last = None;
@@ -181,21 +169,38 @@ pub async fn run(cfg: &Config, args: JobArgs) -> anyhow::Result<()> {
             claim.job_id = format!("{}-{run}", claim.job_id);
         }
         let started = Instant::now();
-        let result = exec.execute(&claim, &mut on_event).await;
+        let mut updates = handle.submit_local(claim);
+        let mut result = None;
+        while let Some(u) = updates.recv().await {
+            match u {
+                LocalUpdate::Event(RunEvent::Started { pid, epoch, .. }) => {
+                    bar.finish();
+                    tracing::debug!(target: "job", "on runner pid {pid} (epoch {epoch})");
+                }
+                LocalUpdate::Event(RunEvent::Downloading { done, total }) => bar.show(done, total),
+                LocalUpdate::Event(_) => {}
+                LocalUpdate::Done(r) => {
+                    result = Some(r);
+                    break;
+                }
+            }
+        }
         let elapsed = started.elapsed();
         match result {
-            Ok(data) => last = Some(data),
-            Err(e) => {
+            Some(Ok(data)) => last = Some(data),
+            Some(Err(e)) => {
                 failed = Some((run, e));
                 break;
             }
+            None => bail!("the scheduler stopped before the job ended"),
         }
         if runs > 1 {
             eprintln!("run {run}/{runs}: {:.1} ms", ms(elapsed));
         }
         times.push(elapsed);
     }
-    exec.pool().shutdown(Duration::from_secs(2)).await;
+    handle.stop().await;
+    let _ = task.await;
     if let Some((run, e)) = failed {
         let which = if runs > 1 {
             format!(" on run {run}/{runs}")

@@ -24,6 +24,11 @@ pub fn path_for(config_path: &Path) -> PathBuf {
     config_path.with_file_name("state.json")
 }
 
+/// `status.json` beside the config file: the running worker's snapshot.
+pub fn status_path_for(config_path: &Path) -> PathBuf {
+    config_path.with_file_name("status.json")
+}
+
 /// Records a state change (best effort: a status file must never stop the
 /// worker).
 pub fn record(config_path: &Path, state: &str, detail: Option<String>) {

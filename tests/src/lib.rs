@@ -27,12 +27,22 @@ pub async fn start_worker(
     extra: &str,
     env: &[(&str, &str)],
 ) -> (proc::WorkerHome, proc::WorkerProc) {
+    start_worker_of(&proc::bin("studio-worker"), studio, extra, env).await
+}
+
+/// [`start_worker`] with another build of `studio-worker` (benches).
+pub async fn start_worker_of(
+    program: &std::path::Path,
+    studio: &studio::FakeStudio,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> (proc::WorkerHome, proc::WorkerProc) {
     let home = proc::WorkerHome::new(
         &studio.url(),
         Some((studio::WORKER_ID, studio::TOKEN)),
         extra,
     );
-    let worker = home.spawn_run(env);
+    let worker = home.spawn_run_of(program, env);
     let before = studio.sessions();
     let deadline = tokio::time::Instant::now() + bounds::event();
     let pid = worker.pid();

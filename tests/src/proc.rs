@@ -56,6 +56,22 @@ impl WorkerHome {
         self.dir.path().join("config.toml")
     }
 
+    /// The running worker's last written status (`status.json`).
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read(self.dir.path().join("status.json")).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Waits until the written status satisfies `check` (it is rewritten
+    /// every second while anything changes); returns it.
+    pub async fn wait_status(
+        &self,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        bounds::until(what, bounds::event(), || self.status().filter(|s| check(s))).await
+    }
+
     /// Runs a one-shot `studio-worker` command to completion.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         std::process::Command::new(bin("studio-worker"))
@@ -68,7 +84,13 @@ impl WorkerHome {
 
     /// Starts `studio-worker run` with extra environment variables.
     pub fn spawn_run(&self, env: &[(&str, &str)]) -> WorkerProc {
-        let mut cmd = Command::new(bin("studio-worker"));
+        self.spawn_run_of(&bin("studio-worker"), env)
+    }
+
+    /// Starts `program run` (another build of `studio-worker`, for
+    /// before/after benches; it finds its runners beside itself).
+    pub fn spawn_run_of(&self, program: &std::path::Path, env: &[(&str, &str)]) -> WorkerProc {
+        let mut cmd = Command::new(program);
         cmd.arg("--config").arg(self.config()).arg("run");
         for (k, v) in env {
             cmd.env(k, v);

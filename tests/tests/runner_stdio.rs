@@ -101,11 +101,23 @@ fn handshake_job_progress_and_result() {
     r.hello(4);
     r.send(&job("j1", "synthetic", 40, 30));
     let mut progress = 0;
+    let mut loads = 0;
     let output = loop {
         match r.recv() {
             FromRunner::Progress { job_id, epoch, .. } => {
                 assert_eq!((job_id.as_str(), epoch), ("j1", 4));
                 progress += 1;
+            }
+            FromRunner::Loaded {
+                job_id,
+                epoch,
+                model,
+                device_bytes,
+                ..
+            } => {
+                assert_eq!((job_id.as_str(), epoch), ("j1", 4));
+                assert_eq!((model.as_str(), device_bytes), ("synthetic", None));
+                loads += 1;
             }
             FromRunner::Result {
                 job_id,
@@ -119,6 +131,19 @@ fn handshake_job_progress_and_result() {
         }
     };
     assert!(progress >= 1);
+    assert_eq!(loads, 1, "the first job on a model loads it");
+    // A second job on the same model: no load.
+    r.send(&job("j2", "synthetic", 16, 16));
+    loop {
+        match r.recv() {
+            FromRunner::Result { job_id, .. } => {
+                assert_eq!(job_id, "j2");
+                break;
+            }
+            FromRunner::Loaded { .. } => panic!("the model was loaded again"),
+            _ => {}
+        }
+    }
     let JobOutput::Bytes { data, ext } = output else {
         panic!("bytes expected")
     };
@@ -229,7 +254,11 @@ fn bad_input_is_a_typed_error() {
     let mut r = start(&[]);
     r.hello(1);
     r.send(&job("big", "synthetic", 9000, 9000));
-    match r.recv() {
+    let mut reply = r.recv();
+    if let FromRunner::Loaded { .. } = reply {
+        reply = r.recv();
+    }
+    match reply {
         FromRunner::Error { class, message, .. } => {
             assert_eq!(class, ErrorClass::BadInput);
             assert!(message.contains("task.width"), "{message}");

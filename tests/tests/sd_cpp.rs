@@ -155,7 +155,21 @@ async fn sd_cpp_generates_reuses_swaps_and_edits() {
     studio.wait_frame("completeJson", "after-swap").await;
     let l = studio.loads_through("after-swap").await;
     assert_eq!(l.len(), 2, "{l:?}");
-    assert!(l[1].contains("(load #2;"));
+    // One runner per model: the second model loads in a runner of its own
+    // and the first stays resident beside it.
+    assert!(l[1].contains("(load #1;"));
+    let status = home
+        .wait_status("both sd.cpp models resident", |s| {
+            s["runners"]
+                .as_array()
+                .is_some_and(|r| r.iter().filter(|r| r["engine"] == "sd-cpp").count() == 2)
+        })
+        .await;
+    for r in status["runners"].as_array().unwrap() {
+        if r["engine"] == "sd-cpp" {
+            assert_eq!(r["loads"], 1, "{r}");
+        }
+    }
     assert!(
         studio.frames("fail").len() == 3,
         "only the three bad jobs failed"

@@ -10,7 +10,7 @@ pub const AVAILABLE: &[&str] = &["synthetic"];
 /// Builds the engine named `name`, or says what is available.
 pub fn build(name: &str) -> Result<Box<dyn Engine>, String> {
     match name {
-        "synthetic" => Ok(Box::new(synthetic::Synthetic)),
+        "synthetic" => Ok(Box::new(synthetic::Synthetic::default())),
         other => Err(format!(
             "engine `{other}` is not built into this runner (available: {})",
             AVAILABLE.join(", ")

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::studio::{LogLevel, ModelSource, Task};
 
 /// Version of the runner channel; both hellos must carry the same.
-pub const CHANNEL_VERSION: u32 = 1;
+pub const CHANNEL_VERSION: u32 = 2;
 
 /// Supervisor → runner.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,6 +94,23 @@ pub enum FromRunner {
         done: u64,
         /// Units in all (0 when unknown).
         total: u64,
+    },
+    /// The job's model finished loading: what it holds. Sent once per
+    /// load (not for a job on a model already loaded).
+    #[serde(rename_all = "camelCase")]
+    Loaded {
+        /// The job whose load it was.
+        job_id: String,
+        /// The child's epoch.
+        epoch: u64,
+        /// Registry model id of the job.
+        model: String,
+        /// Growth of the runner's resident memory over the load.
+        host_bytes: u64,
+        /// Accelerator memory the model took, when the engine can tell
+        /// (absent on CPU builds: the supervisor keeps the job's estimate).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device_bytes: Option<u64>,
     },
     /// A log line from the runner.
     #[serde(rename_all = "camelCase")]

@@ -1,19 +1,18 @@
-//! Running one claimed job: fetch its inputs, run it on the runner for its
-//! engine, check the output is what was asked for. Delivery to the studio
-//! is the caller's business (`session`), so `studio-worker job` shares
-//! this path exactly.
+//! The steps of one claimed job that are not the runner's: fetch its model
+//! files and inputs, build the runner's request, and check the output is
+//! what was asked for. The scheduler's job task strings them together with
+//! the runner, for studio offers and `studio-worker job` alike.
 
 pub mod table;
 
-use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::Path;
 
 use studio_protocol::runner::{ErrorClass, JobOutput, JobRequest};
 use studio_protocol::studio::{JobOfferClaim, Task};
 
 use crate::fetch::fetch_input;
 use crate::models::{DownloadProgress, ModelCache};
-use crate::runner::{RunEvent, RunnerPool};
 
 /// What a job produced, ready to deliver.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,210 +28,83 @@ pub enum JobData {
     Json(serde_json::Value),
 }
 
-/// A failed job.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{message}")]
-pub struct JobError {
-    /// Classification.
-    pub class: ErrorClass,
-    /// What went wrong.
-    pub message: String,
-    /// The job has killed a runner twice: never retry it.
-    pub poison: bool,
-}
+pub use crate::failure::JobError;
 
-impl JobError {
-    fn new(class: ErrorClass, message: String) -> Self {
-        Self {
-            class,
-            message,
-            poison: false,
-        }
-    }
-
-    /// Whether the studio may retry the job.
-    pub fn retryable(&self) -> bool {
-        !self.poison && self.class.retryable()
-    }
-
-    /// True when the worker, not the input, failed (a dead or stuck
-    /// runner): these count towards the failure breaker.
-    pub fn worker_caused(&self) -> bool {
-        kills_runner(self.class)
-    }
-}
-
-/// Failure classes that mean the runner died or was killed.
-fn kills_runner(class: ErrorClass) -> bool {
-    matches!(
-        class,
-        ErrorClass::Crashed | ErrorClass::Oom | ErrorClass::Stalled | ErrorClass::Timeout
-    )
-}
-
-/// Jobs remembered for poison detection.
-const CRASH_MEMORY: usize = 256;
-
-/// Runs jobs on a pool; owned by exactly one task.
-pub struct Executor {
-    pool: RunnerPool,
-    http: reqwest::Client,
-    scratch_root: PathBuf,
+/// Fetches a claim's model files and inputs into place and builds the
+/// runner's request; also returns the model files' total size (for the
+/// load allowance). `allow_local_inputs` lets inputs name local files
+/// (only for `studio-worker job`, never for studio offers).
+pub async fn prepare(
+    http: &reqwest::Client,
+    cache: &ModelCache,
+    claim: &JobOfferClaim,
+    scratch: &Path,
     allow_local_inputs: bool,
-    /// Recent jobs that killed a runner, with how often.
-    crashes: VecDeque<(String, u32)>,
-    /// Where `modelSource.files` are fetched to.
-    cache: ModelCache,
+    on_download: &mut (dyn FnMut(DownloadProgress<'_>) + Send),
+) -> Result<(JobRequest, u64), JobError> {
+    let err = JobError::new;
+    let model_files = cache
+        .ensure(
+            &claim.model_source.engine,
+            &claim.model,
+            &claim.model_source.files,
+            on_download,
+        )
+        .await
+        .map_err(|e| err(e.class(), e.to_string()))?;
+    let mut inputs = BTreeMap::new();
+    for (field, source) in input_urls(&claim.task) {
+        let path = fetch_input(http, field, source, scratch, allow_local_inputs)
+            .await
+            .map_err(|e| {
+                let class = if e.retryable() {
+                    ErrorClass::Engine
+                } else {
+                    ErrorClass::BadInput
+                };
+                err(class, e.to_string())
+            })?;
+        inputs.insert(field.to_string(), path.to_string_lossy().into_owned());
+    }
+    let mut model_bytes = 0u64;
+    for path in model_files.values() {
+        model_bytes += tokio::fs::metadata(path)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
+    }
+    let request = JobRequest {
+        job_id: claim.job_id.clone(),
+        epoch: 0,
+        task: claim.task.clone(),
+        model: claim.model.clone(),
+        model_source: claim.model_source.clone(),
+        model_files,
+        inputs,
+        scratch_dir: Some(scratch.to_string_lossy().into_owned()),
+    };
+    Ok((request, model_bytes))
 }
 
-impl Executor {
-    /// An executor over `pool`. `allow_local_inputs` lets inputs name local
-    /// files (only for `studio-worker job`, never for studio offers).
-    pub fn new(
-        pool: RunnerPool,
-        cache: ModelCache,
-        http: reqwest::Client,
-        allow_local_inputs: bool,
-    ) -> Self {
-        let scratch_root =
-            std::env::temp_dir().join(format!("studio-worker-{}", std::process::id()));
-        Self {
-            pool,
-            http,
-            scratch_root,
-            allow_local_inputs,
-            crashes: VecDeque::new(),
-            cache,
-        }
-    }
-
-    /// The pool (for capabilities and shutdown).
-    pub fn pool(&mut self) -> &mut RunnerPool {
-        &mut self.pool
-    }
-
-    /// Runs `claim` to an output; `on_event` sees the runner it lands on
-    /// and its progress.
-    pub async fn execute(
-        &mut self,
-        claim: &JobOfferClaim,
-        on_event: &mut (dyn FnMut(RunEvent) + Send),
-    ) -> Result<JobData, JobError> {
-        let scratch = self.scratch_root.join(sanitise(&claim.job_id));
-        let mut result = self.execute_in(claim, &scratch, on_event).await;
-        let _ = tokio::fs::remove_dir_all(&scratch).await;
-        if let Err(e) = &mut result {
-            if kills_runner(e.class) && self.count_crash(&claim.job_id) >= 2 {
-                e.poison = true;
-                e.message = format!(
-                    "poison job: it took down the runner twice; last time: {}",
-                    e.message
-                );
-            }
-        }
-        result
-    }
-
-    /// Counts a runner death for `job_id`; returns the count so far.
-    fn count_crash(&mut self, job_id: &str) -> u32 {
-        if let Some(entry) = self.crashes.iter_mut().find(|(id, _)| id == job_id) {
-            entry.1 += 1;
-            return entry.1;
-        }
-        if self.crashes.len() == CRASH_MEMORY {
-            self.crashes.pop_front();
-        }
-        self.crashes.push_back((job_id.to_string(), 1));
-        1
-    }
-
-    async fn execute_in(
-        &mut self,
-        claim: &JobOfferClaim,
-        scratch: &std::path::Path,
-        on_event: &mut (dyn FnMut(RunEvent) + Send),
-    ) -> Result<JobData, JobError> {
-        let err = JobError::new;
-        self.pool
-            .catalog()
-            .check(&claim.model_source.engine, claim.task.kind())
-            .map_err(|f| err(f.class, f.message))?;
-        let model_files = {
-            let mut on_download = |p: DownloadProgress<'_>| {
-                on_event(RunEvent::Downloading {
-                    done: p.done,
-                    total: p.total,
-                })
-            };
-            self.cache
-                .ensure(
-                    &claim.model_source.engine,
-                    &claim.model,
-                    &claim.model_source.files,
-                    &mut on_download,
+/// Turns a runner's output into what is delivered, checking it is what the
+/// task asked for (a runner's output file is read and removed).
+pub async fn collect(task: &Task, output: JobOutput) -> Result<JobData, JobError> {
+    let data = match output {
+        JobOutput::Bytes { data, ext } => JobData::Bytes { data, ext },
+        JobOutput::File { path, ext } => {
+            let data = tokio::fs::read(&path).await.map_err(|e| {
+                JobError::new(
+                    ErrorClass::Engine,
+                    format!("cannot read runner output {path}: {e}"),
                 )
-                .await
-                .map_err(|e| err(e.class(), e.to_string()))?
-        };
-        let mut inputs = BTreeMap::new();
-        for (field, source) in input_urls(&claim.task) {
-            let path = fetch_input(&self.http, field, source, scratch, self.allow_local_inputs)
-                .await
-                .map_err(|e| {
-                    let class = if e.retryable() {
-                        ErrorClass::Engine
-                    } else {
-                        ErrorClass::BadInput
-                    };
-                    err(class, e.to_string())
-                })?;
-            inputs.insert(field.to_string(), path.to_string_lossy().into_owned());
+            })?;
+            let _ = tokio::fs::remove_file(&path).await;
+            JobData::Bytes { data, ext }
         }
-        let request = JobRequest {
-            job_id: claim.job_id.clone(),
-            epoch: 0,
-            task: claim.task.clone(),
-            model: claim.model.clone(),
-            model_source: claim.model_source.clone(),
-            model_files,
-            inputs,
-            scratch_dir: Some(scratch.to_string_lossy().into_owned()),
-        };
-        // Big models get more time before the load counts as a stall.
-        let mut model_bytes = 0u64;
-        for path in request.model_files.values() {
-            model_bytes += tokio::fs::metadata(path)
-                .await
-                .map(|m| m.len())
-                .unwrap_or(0);
-        }
-        let output = self
-            .pool
-            .run(
-                &claim.model_source.engine,
-                request,
-                crate::runner::load_allowance(model_bytes),
-                on_event,
-            )
-            .await
-            .map_err(|f| err(f.class, f.message))?;
-        let data = match output {
-            JobOutput::Bytes { data, ext } => JobData::Bytes { data, ext },
-            JobOutput::File { path, ext } => {
-                let data = tokio::fs::read(&path).await.map_err(|e| {
-                    err(
-                        ErrorClass::Engine,
-                        format!("cannot read runner output {path}: {e}"),
-                    )
-                })?;
-                let _ = tokio::fs::remove_file(&path).await;
-                JobData::Bytes { data, ext }
-            }
-            JobOutput::Json { value } => JobData::Json(value),
-        };
-        check_shape(&claim.task, &data).map_err(|m| err(ErrorClass::Engine, m))?;
-        Ok(data)
-    }
+        JobOutput::Json { value } => JobData::Json(value),
+    };
+    check_shape(task, &data).map_err(|m| JobError::new(ErrorClass::Engine, m))?;
+    Ok(data)
 }
 
 /// The task's URL fields that must be fetched, by wire name.

@@ -1,16 +1,18 @@
-//! The job table: every job this worker holds, with its runner, epoch,
-//! phase and deadline. Owned by the session loop (one owner, no locks);
-//! the executor reports changes as events.
+//! The job table: every job this worker holds, with its GPU slot, runner,
+//! phase, progress and deadline. Owned by the scheduler (one owner, no
+//! locks); job tasks report changes to it as events.
 //!
 //! ```text
-//! accepted ──▶ loading ──▶ running ──▶ uploading ──▶ (removed on report)
-//!    │            └───────────┴─────────────┴──▶ failed (removed on report)
+//! accepted ──▶ downloading ──▶ loading ──▶ running ──▶ uploading ──▶ (removed on its end)
+//!    └──────────────┴──────────────┴───────────┴────────────┴──▶ failed (removed)
 //! ```
 //!
-//! The one-job gate is "the table is not empty"; heartbeats name its job.
+//! A slot is busy while it holds a job that is not yet uploading: an upload
+//! needs no GPU, so the next job may start beside it.
 
 use std::collections::BTreeMap;
 
+use studio_protocol::studio::TaskKind;
 use tokio::time::Instant;
 
 /// Where a job is.
@@ -46,7 +48,7 @@ impl JobPhase {
 pub struct RunnerRef {
     /// Process id (and process group id).
     pub pid: u32,
-    /// Restart count of that engine's runner.
+    /// Restart count of that engine's runners.
     pub epoch: u64,
 }
 
@@ -57,16 +59,40 @@ pub struct JobRow {
     pub engine: String,
     /// Registry model id.
     pub model: String,
+    /// Task kind.
+    pub kind: TaskKind,
+    /// GPU slot (index into the scheduler's slots).
+    pub slot: usize,
     /// Its runner, once it has one.
     pub runner: Option<RunnerRef>,
     /// Where it is.
     pub phase: JobPhase,
+    /// Units done and in all in the current phase (0 total: unknown).
+    pub progress: (u64, u64),
     /// When it was accepted.
     pub accepted_at: Instant,
     /// The hard deadline its runner enforces, once running.
     pub deadline: Option<Instant>,
-    /// Session generation that accepted it.
+    /// Session generation that accepted it (0: a local job).
     pub gen: u64,
+}
+
+impl JobRow {
+    /// A row for a job just accepted.
+    pub fn new(engine: &str, model: &str, kind: TaskKind, slot: usize, gen: u64) -> Self {
+        Self {
+            engine: engine.to_string(),
+            model: model.to_string(),
+            kind,
+            slot,
+            runner: None,
+            phase: JobPhase::Accepted,
+            progress: (0, 0),
+            accepted_at: Instant::now(),
+            deadline: None,
+            gen,
+        }
+    }
 }
 
 /// Held jobs by id.
@@ -77,41 +103,38 @@ pub struct JobTable {
 
 impl JobTable {
     /// Records an accepted job.
-    pub fn accept(&mut self, job_id: &str, engine: &str, model: &str, gen: u64) {
-        self.rows.insert(
-            job_id.to_string(),
-            JobRow {
-                engine: engine.to_string(),
-                model: model.to_string(),
-                runner: None,
-                phase: JobPhase::Accepted,
-                accepted_at: Instant::now(),
-                deadline: None,
-                gen,
-            },
-        );
+    pub fn accept(&mut self, job_id: &str, row: JobRow) {
+        self.rows.insert(job_id.to_string(), row);
     }
 
-    /// Moves a job to `phase` (and onto `runner` with `deadline` when
-    /// given). Unknown ids are ignored: the job already ended.
-    pub fn update(
-        &mut self,
-        job_id: &str,
-        phase: JobPhase,
-        runner: Option<RunnerRef>,
-        deadline: Option<Instant>,
-    ) {
+    /// The row of a held job.
+    pub fn get(&self, job_id: &str) -> Option<&JobRow> {
+        self.rows.get(job_id)
+    }
+
+    /// Moves a job to `phase`. Unknown ids are ignored: the job ended.
+    pub fn set_phase(&mut self, job_id: &str, phase: JobPhase) {
         if let Some(row) = self.rows.get_mut(job_id) {
             if row.phase != phase {
                 tracing::debug!(target: "job", job_id = %job_id, "phase {} → {}", row.phase.as_str(), phase.as_str());
+                row.progress = (0, 0);
             }
             row.phase = phase;
-            if runner.is_some() {
-                row.runner = runner;
-            }
-            if deadline.is_some() {
-                row.deadline = deadline;
-            }
+        }
+    }
+
+    /// Records progress within the current phase.
+    pub fn set_progress(&mut self, job_id: &str, done: u64, total: u64) {
+        if let Some(row) = self.rows.get_mut(job_id) {
+            row.progress = (done, total);
+        }
+    }
+
+    /// Puts a job on `runner`, due by `deadline`.
+    pub fn set_runner(&mut self, job_id: &str, runner: RunnerRef, deadline: Instant) {
+        if let Some(row) = self.rows.get_mut(job_id) {
+            row.runner = Some(runner);
+            row.deadline = Some(deadline);
         }
     }
 
@@ -120,27 +143,32 @@ impl JobTable {
         self.rows.remove(job_id)
     }
 
-    /// True when no job is held (the gate is open).
+    /// True when no job is held.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
 
-    /// The job heartbeats report (the oldest held).
-    pub fn current(&self) -> Option<&str> {
+    /// True when `slot` holds a job that still needs its GPU.
+    pub fn busy(&self, slot: usize) -> bool {
+        self.rows
+            .values()
+            .any(|r| r.slot == slot && r.phase != JobPhase::Uploading)
+    }
+
+    /// The job heartbeats of `slot` report (its oldest held).
+    pub fn current(&self, slot: usize) -> Option<&str> {
         self.rows
             .iter()
+            .filter(|(_, r)| r.slot == slot)
             .min_by_key(|(_, r)| r.accepted_at)
             .map(|(id, _)| id.as_str())
     }
 
-    /// Ids of every held job.
-    pub fn held(&self) -> Vec<String> {
-        self.rows.keys().cloned().collect()
-    }
-
-    /// True when every held job is uploading (a new offer may wait for it).
-    pub fn only_uploading(&self) -> bool {
-        !self.rows.is_empty() && self.rows.values().all(|r| r.phase == JobPhase::Uploading)
+    /// Every held job, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &JobRow)> {
+        let mut v: Vec<_> = self.rows.iter().collect();
+        v.sort_by_key(|(_, r)| r.accepted_at);
+        v.into_iter()
     }
 }
 
@@ -149,21 +177,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rows_move_through_phases_and_keep_their_runner() {
+    fn rows_move_through_phases_and_an_upload_frees_the_slot() {
         let mut t = JobTable::default();
-        assert!(t.is_empty() && t.current().is_none());
-        t.accept("j1", "synthetic", "m", 1);
-        assert_eq!(t.current(), Some("j1"));
-        assert_eq!(t.held(), vec!["j1".to_string()]);
-        assert!(!t.only_uploading());
+        assert!(t.is_empty() && t.current(0).is_none() && !t.busy(0));
+        t.accept("j1", JobRow::new("synthetic", "m", TaskKind::Image, 0, 1));
+        assert_eq!(t.current(0), Some("j1"));
+        assert!(t.busy(0) && !t.busy(1));
         let r = RunnerRef { pid: 42, epoch: 3 };
-        t.update("j1", JobPhase::Running, Some(r), None);
-        t.update("j1", JobPhase::Uploading, None, None);
-        assert!(t.only_uploading());
-        t.update("gone", JobPhase::Running, None, None);
+        t.set_runner("j1", r, Instant::now());
+        t.set_phase("j1", JobPhase::Running);
+        t.set_progress("j1", 3, 8);
+        assert_eq!(t.get("j1").map(|r| r.progress), Some((3, 8)));
+        t.set_phase("j1", JobPhase::Uploading);
+        assert!(!t.busy(0), "an upload needs no GPU");
+        assert_eq!(t.current(0), Some("j1"), "but the job is still held");
+        t.set_phase("gone", JobPhase::Running);
         let row = t.finish("j1").unwrap();
         assert_eq!(row.runner, Some(r), "runner kept through later phases");
-        assert_eq!((row.phase, row.gen), (JobPhase::Uploading, 1));
+        assert_eq!(
+            (row.phase, row.gen, row.progress),
+            (JobPhase::Uploading, 1, (0, 0))
+        );
         assert!(t.is_empty());
     }
 }

@@ -38,6 +38,18 @@ fn groups() -> &'static Mutex<BTreeSet<i32>> {
     G.get_or_init(|| Mutex::new(BTreeSet::new()))
 }
 
+/// Resident memory of process `pid` in bytes (0 when it cannot be read).
+pub fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
 /// SIGKILLs every live runner's process group (used when the supervisor
 /// must exit at once, e.g. on a second SIGTERM).
 pub fn kill_all_groups() {
@@ -92,6 +104,13 @@ pub enum RunEvent {
         /// Its size (0 when unknown).
         total: u64,
     },
+    /// The job's model finished loading on this runner.
+    Loaded {
+        /// Growth of the runner's resident memory over the load.
+        host_bytes: u64,
+        /// Accelerator memory it took, when the engine can tell.
+        device_bytes: Option<u64>,
+    },
     /// The engine moved forward.
     Progress {
         /// Loading or running.
@@ -143,6 +162,16 @@ impl Drop for RunnerChild {
 }
 
 impl RunnerChild {
+    /// Process id (and process group id).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Restart count it was started with.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// Spawns `program args…`, performs the handshake and returns the child.
     pub async fn spawn(
         program: &Path,
@@ -381,6 +410,16 @@ impl RunnerChild {
                     stall = limits.stall_deadline(Instant::now(), load_extra, loading);
                     on_event(RunEvent::Progress { phase, done, total })
                 }
+                FromRunner::Loaded {
+                    job_id: j,
+                    epoch,
+                    host_bytes,
+                    device_bytes,
+                    ..
+                } if j == job_id && epoch == self.epoch => on_event(RunEvent::Loaded {
+                    host_bytes,
+                    device_bytes,
+                }),
                 FromRunner::Pong { epoch, .. } if epoch == self.epoch => last_pong = Instant::now(),
                 FromRunner::Log {
                     job_id: j,

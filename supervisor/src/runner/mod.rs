@@ -1,18 +1,19 @@
-//! Engine-runner children: spawning, the async side of the channel, and
-//! the pool that keeps one child per engine family alive between jobs.
+//! Engine-runner children: spawning, the async side of the channel, the
+//! engine catalog and the per-job limits. Which runners live, and for
+//! which model, is the scheduler's business (`scheduler::runners`).
 //!
 //! ```text
-//!   RunnerPool ── engine name ──▶ RunnerChild (epoch n)
-//!                                   ├─ stdin:  ToRunner frames (job, ping, shutdown)
-//!                                   ├─ stdout: FromRunner frames ─▶ reader task ─▶ events
-//!                                   └─ stderr: lines ─▶ drain task ─▶ log + tail ring
+//!   RunnerChild (pid, epoch n)
+//!     ├─ stdin:  ToRunner frames (job, ping, shutdown)
+//!     ├─ stdout: FromRunner frames ─▶ reader task ─▶ events
+//!     └─ stderr: lines ─▶ drain task ─▶ log + tail ring
 //! ```
 
+mod catalog;
 mod channel;
 mod child;
 mod limits;
-mod pool;
 
-pub use child::{kill_all_groups, RunEvent};
+pub use catalog::EngineCatalog;
+pub use child::{kill_all_groups, rss_bytes, ChildFailure, RunEvent, RunnerChild};
 pub use limits::{load_allowance, Backoff, Limits};
-pub use pool::{EngineCatalog, RunnerPool};

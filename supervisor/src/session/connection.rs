@@ -1,13 +1,14 @@
 //! One WebSocket session: upgrade, `hello` → `welcome`, then one event
-//! loop over frames, timers, job reports and shutdown.
+//! loop over the studio's frames, the scheduler's outbox and the log
+//! flush. Offers go to the scheduler; what it answers comes back through
+//! the outbox, in order.
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use studio_protocol::studio::http::ws_url;
-use studio_protocol::studio::{
-    ClaimError, ErrorCode, JobOfferClaim, RejectCode, StudioFrame, WorkerFrame, SUBPROTOCOL,
-};
+use studio_protocol::studio::{ErrorCode, StudioFrame, WorkerFrame, SUBPROTOCOL};
+use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -15,14 +16,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::executor::{ExecRequest, JobReport, Outcome};
-use super::Worker;
-use crate::capabilities::snapshot;
-use crate::deliver::keep_result;
+use super::Session;
+use crate::scheduler::{Event, Outbound};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const READ_IDLE: Duration = Duration::from_secs(20);
-const HEARTBEAT: Duration = Duration::from_secs(5);
 const LOG_FLUSH: Duration = Duration::from_secs(1);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -77,10 +75,10 @@ fn disconnected(welcomed: bool, reason: impl Into<String>) -> SessionEnd {
 }
 
 /// Runs one session to its end.
-pub async fn run(w: &mut Worker) -> SessionEnd {
-    let worker_id = w.cfg.worker_id.clone().unwrap_or_default();
-    let token = w.cfg.auth_token.clone().unwrap_or_default();
-    let url = match ws_url(&w.cfg.api_base_url, &worker_id) {
+pub async fn run(w: &mut Session) -> SessionEnd {
+    let worker_id = w.worker_id.clone();
+    let token = w.auth_token.clone();
+    let url = match ws_url(&w.api_base_url, &worker_id) {
         Ok(u) => u,
         Err(e) => return SessionEnd::Fatal(e),
     };
@@ -127,7 +125,9 @@ pub async fn run(w: &mut Worker) -> SessionEnd {
     };
     let (mut sink, mut stream) = ws.split();
 
-    let caps = snapshot(&w.cfg, &w.host, &w.catalog, w.paused());
+    let Some(caps) = w.handle.capabilities(w.slot).await else {
+        return SessionEnd::Shutdown;
+    };
     tracing::info!(
         target: "ws",
         "advertising engine={}, vram={}/{} GB threshold, auto_enabled={}, kinds=[{}], {} model(s)",
@@ -189,37 +189,31 @@ pub async fn run(w: &mut Worker) -> SessionEnd {
     }
 
     w.gen += 1;
-    w.deferred_offer = None;
-    let _ = w.live_gen.send(w.gen);
-    crate::state::record(&w.config_path, "connected", None);
-    let end = event_loop(w, &mut sink, &mut stream).await;
-    let _ = w.live_gen.send(0);
+    let (outbox_tx, mut outbox) = mpsc::unbounded_channel();
+    w.handle.send(Event::SessionUp {
+        slot: w.slot,
+        gen: w.gen,
+        outbox: outbox_tx,
+    });
+    w.record("connected", None);
+    let end = event_loop(w, &mut sink, &mut stream, &mut outbox).await;
+    w.handle.send(Event::SessionDown {
+        slot: w.slot,
+        gen: w.gen,
+    });
     end
 }
 
 async fn event_loop(
-    w: &mut Worker,
+    w: &mut Session,
     sink: &mut Sink,
     stream: &mut futures_util::stream::SplitStream<Stream>,
+    outbox: &mut mpsc::UnboundedReceiver<Outbound>,
 ) -> SessionEnd {
-    let mut heartbeat = tokio::time::interval(HEARTBEAT);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut logs = tokio::time::interval(LOG_FLUSH);
     logs.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut idle = Instant::now() + READ_IDLE;
-    let mut drain_deadline: Option<Instant> = None;
-    let mut shutdown = w.shutdown.clone();
     loop {
-        if w.draining() && drain_deadline.is_none() {
-            drain_deadline = Some(Instant::now() + Duration::from_secs(w.cfg.drain_timeout_secs));
-            let _ = send(sink, &heartbeat_frame(w)).await;
-        }
-        if w.draining() && w.jobs.is_empty() {
-            flush_logs(sink).await;
-            close(sink, "session ended").await;
-            return SessionEnd::Shutdown;
-        }
-        let far = Instant::now() + Duration::from_secs(86_400);
         tokio::select! {
             next = stream.next() => {
                 let step = match next {
@@ -243,46 +237,24 @@ async fn event_loop(
             _ = sleep_until(idle) => {
                 return disconnected(true, "no frame from the studio for 20 s");
             }
-            _ = heartbeat.tick() => {
-                w.reload_config();
-                w.check_cooldown();
-                if let Err(e) = send(sink, &heartbeat_frame(w)).await {
-                    return disconnected(true, e);
-                }
-            }
             _ = logs.tick() => {
                 if !flush_logs(sink).await {
                     return disconnected(true, "log batch send failed");
                 }
             }
-            Some(report) = w.reports.recv() => {
-                if let Err(e) = on_report(w, sink, report).await {
-                    return disconnected(true, e);
+            out = outbox.recv() => match out {
+                Some(Outbound::Frame(frame)) => {
+                    if let Err(e) = send(sink, &frame).await {
+                        return disconnected(true, e);
+                    }
                 }
-                if let Err(e) = take_deferred(w, sink).await {
-                    return disconnected(true, e);
+                Some(Outbound::Close) | None => {
+                    flush_logs(sink).await;
+                    close(sink, "session ended").await;
+                    return SessionEnd::Shutdown;
                 }
-            }
-            _ = shutdown.changed() => {}
-            _ = sleep_until(drain_deadline.unwrap_or(far)) => {
-                // Hand unfinished jobs back so the studio can requeue them now.
-                for job_id in w.jobs.held() {
-                    tracing::warn!(target: "worker", job_id = %job_id, "drain timeout: giving job {job_id} back unfinished");
-                    let error = format!("worker shut down before the job finished (drain_timeout_secs = {})", w.cfg.drain_timeout_secs);
-                    let _ = send(sink, &WorkerFrame::Fail { job_id, error, retryable: true }).await;
-                }
-                flush_logs(sink).await;
-                close(sink, "session ended").await;
-                return SessionEnd::Shutdown;
-            }
+            },
         }
-    }
-}
-
-fn heartbeat_frame(w: &Worker) -> WorkerFrame {
-    WorkerFrame::Heartbeat {
-        capabilities: snapshot(&w.cfg, &w.host, &w.catalog, w.paused()),
-        current_job_id: w.jobs.current().map(str::to_string),
     }
 }
 
@@ -343,7 +315,7 @@ fn on_error(code: ErrorCode, message: String, welcomed: bool) -> SessionEnd {
     }
 }
 
-async fn on_text(w: &mut Worker, sink: &mut Sink, text: &str) -> Step {
+async fn on_text(w: &mut Session, sink: &mut Sink, text: &str) -> Step {
     let frame = match serde_json::from_str::<StudioFrame>(text) {
         Ok(f) => f,
         Err(e) => {
@@ -353,10 +325,14 @@ async fn on_text(w: &mut Worker, sink: &mut Sink, text: &str) -> Step {
         }
     };
     match frame {
-        StudioFrame::Offer { claim } => match on_offer(w, sink, &claim).await {
-            Ok(()) => Step::Continue,
-            Err(e) => Step::End(disconnected(true, e)),
-        },
+        StudioFrame::Offer { claim } => {
+            w.handle.send(Event::Offer {
+                slot: w.slot,
+                gen: w.gen,
+                raw: claim,
+            });
+            Step::Continue
+        }
         StudioFrame::HeartbeatAck => Step::Continue,
         StudioFrame::CompleteAck { job_id } => {
             tracing::info!(target: "ws", job_id = %job_id, "studio confirmed completion of job {job_id}");
@@ -382,239 +358,5 @@ async fn on_text(w: &mut Worker, sink: &mut Sink, text: &str) -> Step {
             .await;
             Step::End(on_error(code, message, true))
         }
-    }
-}
-
-/// An offer: first take in every job report already queued (the studio
-/// offers the next job as soon as it has our result, which can overtake
-/// our own report of it), then decide.
-async fn on_offer(w: &mut Worker, sink: &mut Sink, raw: &serde_json::Value) -> Result<(), String> {
-    while let Ok(report) = w.reports.try_recv() {
-        on_report(w, sink, report).await?;
-        take_deferred(w, sink).await?;
-    }
-    handle_offer(w, sink, raw).await
-}
-
-/// Answers an offer held back during an upload, once the gate is free.
-async fn take_deferred(w: &mut Worker, sink: &mut Sink) -> Result<(), String> {
-    if w.jobs.is_empty() {
-        if let Some(raw) = w.deferred_offer.take() {
-            handle_offer(w, sink, &raw).await?;
-        }
-    }
-    Ok(())
-}
-
-/// Declines an offer, with the log line that says why.
-/// `code: None` tells the studio nothing is wrong with the worker: it
-/// offers the job to another one.
-async fn reject(
-    sink: &mut Sink,
-    job_id: String,
-    reason: &str,
-    code: Option<RejectCode>,
-) -> Result<(), String> {
-    tracing::info!(target: "ws", job_id = %job_id, "rejecting {job_id}: {reason}");
-    send(
-        sink,
-        &WorkerFrame::Reject {
-            job_id,
-            reason: reason.into(),
-            code,
-        },
-    )
-    .await
-}
-
-async fn handle_offer(
-    w: &mut Worker,
-    sink: &mut Sink,
-    raw: &serde_json::Value,
-) -> Result<(), String> {
-    let parsed = JobOfferClaim::from_value(raw);
-    let job_id = match &parsed {
-        Ok(c) => c.job_id.clone(),
-        Err(ClaimError::Invalid { job_id, .. }) => job_id.clone(),
-        Err(e @ ClaimError::NoJobId(_)) => {
-            tracing::warn!(target: "ws", "ignoring an offer nobody can answer: {e}");
-            return Ok(());
-        }
-    };
-    if let Ok(c) = &parsed {
-        tracing::info!(target: "ws", job_id = %job_id, "offer {job_id}: game {}, asset {}, model {}, {} GB", c.game_id, c.asset_name, c.model, c.vram_gb_estimate);
-    }
-    if w.paused() {
-        let reason = if w.draining() {
-            "worker is shutting down".to_string()
-        } else if let Some(why) = w.cooldown_reason() {
-            why
-        } else {
-            "worker paused by operator".to_string()
-        };
-        return reject(sink, job_id, &reason, Some(RejectCode::Paused)).await;
-    }
-    if let Ok(c) = &parsed {
-        let key = (c.model_source.engine.as_str().to_string(), c.model.clone());
-        if let Some(until) = w.quarantined(&key) {
-            let reason = format!(
-                "model {} ({}) is quarantined until {}: it took down its runner {} times in a row",
-                c.model,
-                key.0,
-                super::wall_clock(until),
-                w.cfg.max_consecutive_failures
-            );
-            return reject(sink, job_id, &reason, None).await;
-        }
-    }
-    if w.jobs.only_uploading() && w.deferred_offer.is_none() {
-        // The studio offers the next job as soon as it has our upload,
-        // which may be before its HTTP answer reaches us: hold the offer
-        // until the upload ends instead of rejecting it.
-        w.deferred_offer = Some(raw.clone());
-        return Ok(());
-    }
-    if !w.jobs.is_empty() {
-        return reject(
-            sink,
-            job_id,
-            "worker already has an in-flight job",
-            Some(RejectCode::Busy),
-        )
-        .await;
-    }
-    send(
-        sink,
-        &WorkerFrame::Accept {
-            job_id: job_id.clone(),
-        },
-    )
-    .await?;
-    let claim = match parsed {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(target: "job", job_id = %job_id, "{e}");
-            return send(
-                sink,
-                &WorkerFrame::Fail {
-                    job_id,
-                    error: e.to_string(),
-                    retryable: false,
-                },
-            )
-            .await;
-        }
-    };
-    w.jobs.accept(
-        &job_id,
-        claim.model_source.engine.as_str(),
-        &claim.model,
-        w.gen,
-    );
-    if w.exec_tx
-        .send(ExecRequest { claim, gen: w.gen })
-        .await
-        .is_err()
-    {
-        w.jobs.finish(&job_id);
-        return send(
-            sink,
-            &WorkerFrame::Fail {
-                job_id,
-                error: "the job executor stopped".into(),
-                retryable: true,
-            },
-        )
-        .await;
-    }
-    Ok(())
-}
-
-async fn on_report(w: &mut Worker, sink: &mut Sink, r: JobReport) -> Result<(), String> {
-    if let Outcome::Phase {
-        phase,
-        runner,
-        deadline,
-    } = r.outcome
-    {
-        w.jobs.update(&r.job_id, phase, runner, deadline);
-        return Ok(());
-    }
-    let row = w.jobs.finish(&r.job_id);
-    if let Some(row) = &row {
-        let on = row
-            .runner
-            .map(|x| format!(" on runner pid {} epoch {}", x.pid, x.epoch))
-            .unwrap_or_default();
-        tracing::debug!(target: "job", job_id = %r.job_id, "ended in phase {}{on} after {} ms", row.phase.as_str(), row.accepted_at.elapsed().as_millis());
-    }
-    let worker_caused = matches!(
-        r.outcome,
-        Outcome::Failed {
-            worker_caused: true,
-            ..
-        }
-    );
-    // A job the table no longer holds (handed back at a drain timeout)
-    // counts for no breaker.
-    let tripped = row.is_some_and(|row| w.note_job_end(&(row.engine, row.model), worker_caused));
-    if tripped {
-        // Tell the studio now, not at the next tick.
-        send(sink, &heartbeat_frame(w)).await?;
-    }
-    if r.gen != w.gen {
-        // The session that owned this claim is gone; the studio released
-        // it. Keep what we have instead of confusing the new session.
-        let note = match &r.outcome {
-            Outcome::Json(v) => {
-                let bytes = serde_json::to_vec_pretty(v).unwrap_or_default();
-                match keep_result(
-                    &w.cfg.results_dir(),
-                    &r.job_id,
-                    "json",
-                    &bytes,
-                    w.cfg.results_max_mb * 1024 * 1024,
-                ) {
-                    Ok(p) => format!("result kept at {}", p.display()),
-                    Err(e) => format!("result lost: {e}"),
-                }
-            }
-            Outcome::Uploaded { .. } | Outcome::Phase { .. } => "result was uploaded".into(),
-            Outcome::Failed { error, .. } => format!("failure not reported: {error}"),
-        };
-        tracing::warn!(target: "job", job_id = %r.job_id, "job {} finished after its session ended; {note}", r.job_id);
-        return Ok(());
-    }
-    match r.outcome {
-        Outcome::Json(result) => {
-            tracing::info!(target: "job", job_id = %r.job_id, "completed {}", r.job_id);
-            send(
-                sink,
-                &WorkerFrame::CompleteJson {
-                    job_id: r.job_id,
-                    result,
-                    prompt: Some(r.prompt),
-                },
-            )
-            .await
-        }
-        Outcome::Uploaded { ext, bytes } => {
-            tracing::info!(target: "job", job_id = %r.job_id, "completed {} ({bytes} bytes of {ext})", r.job_id);
-            Ok(())
-        }
-        Outcome::Failed {
-            error, retryable, ..
-        } => {
-            send(
-                sink,
-                &WorkerFrame::Fail {
-                    job_id: r.job_id,
-                    error,
-                    retryable,
-                },
-            )
-            .await
-        }
-        Outcome::Phase { .. } => Ok(()),
     }
 }

@@ -1,159 +1,69 @@
-//! `studio-worker run`: the studio session and everything it owns.
+//! `studio-worker run`: the studio session, the scheduler behind it, and
+//! the process around them.
 //!
 //! ```text
-//!  signals ─▶ shutdown watch ─┐
-//!                             ▼
-//!  reconnect loop ──▶ connection::run (one WebSocket) ── ExecRequest ──▶ executor task
-//!        ▲ backoff 1 s → 30 s         ▲                                     │ runner pool
-//!        └── SessionEnd ──────────────┘◀──────────── JobReport ─────────────┘ + uploads
+//!  signals ─▶ Shutdown ─────────────────────────────┐
+//!  config watcher (1 s) ─▶ ConfigChanged ──────────▶ scheduler task (jobs, runners, breakers, status)
+//!  reconnect loop ──▶ connection::run (one WebSocket) ─ Offer ─┘   │
+//!        ▲ backoff 1 s → 30 s         ▲◀────── outbox (accept, reject, results, heartbeats, close)
+//!        └── SessionEnd ──────────────┘
 //! ```
 //!
-//! The executor task owns the runner pool and runs one job at a time,
-//! independent of the socket: a job survives a reconnect. Its report is
-//! delivered by whichever session is live; JSON results and failures of a
-//! job whose session is gone are kept on disk (the studio has already
-//! released that claim).
+//! Jobs live in the scheduler, independent of the socket: a job survives a
+//! reconnect. Its result is delivered by the session that accepted it;
+//! JSON results and failures of a job whose session is gone are kept on
+//! disk (the studio has already released that claim).
 
 mod connection;
-mod executor;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use tokio::sync::{mpsc, watch};
+use studio_protocol::Secret;
+use tokio::sync::watch;
 
-use crate::breakers::{Breakers, ModelKey, Trip};
 use crate::capabilities::HostFacts;
 use crate::config::Config;
 use crate::deliver::UploadTarget;
-use crate::jobs::table::JobTable;
-use crate::jobs::Executor;
-use crate::models::ModelCache;
-use crate::runner::{Backoff, EngineCatalog, Limits, RunnerPool};
+use crate::runner::EngineCatalog;
+use crate::scheduler::{self, Event, Handle, Life, Setup, SlotSetup};
 
 pub use connection::SessionEnd;
-use executor::{ExecRequest, JobReport};
 
 /// Base and cap of the reconnect backoff.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How often the config file is re-read (`disable`, `set-threshold`).
+const CONFIG_POLL: Duration = Duration::from_secs(1);
 
-/// State that outlives one connection; owned by the reconnect loop.
-pub struct Worker {
+/// One studio identity's session, owned by its reconnect loop.
+pub struct Session {
+    slot: usize,
     config_path: PathBuf,
-    cfg: Config,
-    host: HostFacts,
-    catalog: EngineCatalog,
-    exec_tx: mpsc::Sender<ExecRequest>,
-    reports: mpsc::UnboundedReceiver<JobReport>,
-    live_gen: watch::Sender<u64>,
+    api_base_url: String,
+    worker_id: String,
+    auth_token: Secret,
+    reconnect_attempts: u32,
+    handle: Handle,
+    life: watch::Receiver<Life>,
     /// Generation of the current (or last) welcomed session.
     gen: u64,
-    /// Held jobs: runner, epoch, phase, deadline. Non-empty = gate shut.
-    jobs: JobTable,
-    /// An offer that arrived during that upload, answered when it ends.
-    deferred_offer: Option<serde_json::Value>,
-    /// Quarantined models and the pause of all claiming after runner
-    /// failures ([`Breakers`]).
-    breakers: Breakers,
-    shutdown: watch::Receiver<u32>,
 }
 
-impl Worker {
-    fn paused(&self) -> bool {
-        !self.cfg.auto_enabled || self.draining() || self.cooling_down()
+impl Session {
+    /// Records a state change for `status` (state.json and the snapshot).
+    fn record(&self, state: &str, detail: Option<String>) {
+        crate::state::record(&self.config_path, state, detail.clone());
+        self.handle.send(Event::SessionState {
+            slot: self.slot,
+            state: state.into(),
+            detail,
+        });
     }
 
-    fn cooling_down(&self) -> bool {
-        self.breakers.paused(tokio::time::Instant::now()).is_some()
-    }
-
-    /// Why offers are declined `paused` during a failure cool-down: the
-    /// models that failed and until when (`None` when not cooling down).
-    fn cooldown_reason(&self) -> Option<String> {
-        let until = self.breakers.paused(tokio::time::Instant::now())?;
-        Some(format!(
-            "worker paused after repeated engine failures across {} until {}",
-            model_names(self.breakers.paused_by()),
-            wall_clock(until)
-        ))
-    }
-
-    /// Counts a job's end on `key` towards the breakers; true when all
-    /// claiming just paused (the studio should hear it at once).
-    fn note_job_end(&mut self, key: &ModelKey, worker_caused_failure: bool) -> bool {
-        if !worker_caused_failure {
-            self.breakers.success(key);
-            return false;
-        }
-        let now = tokio::time::Instant::now();
-        match self.breakers.failure(key, now) {
-            Trip::None => false,
-            Trip::Model((engine, model), until) => {
-                tracing::error!(
-                    target: "worker",
-                    "model {model} ({engine}) took down its runner {} times in a row: declining its offers until {}; other models keep running",
-                    self.cfg.max_consecutive_failures,
-                    wall_clock(until)
-                );
-                false
-            }
-            Trip::All(models, until) => {
-                tracing::error!(
-                    target: "worker",
-                    "{} runner failures in a row across {}: not claiming until {}; heartbeats say autoEnabled=false",
-                    self.cfg.max_consecutive_failures,
-                    model_names(&models),
-                    wall_clock(until)
-                );
-                true
-            }
-        }
-    }
-
-    /// Until when offers for `key` are declined, if they are.
-    fn quarantined(&self, key: &ModelKey) -> Option<tokio::time::Instant> {
-        self.breakers.quarantined(key, tokio::time::Instant::now())
-    }
-
-    /// Ends finished quarantines and a finished pause (logged once).
-    fn check_cooldown(&mut self) {
-        let (models, pause) = self.breakers.expire(tokio::time::Instant::now());
-        for (engine, model) in models {
-            tracing::info!(target: "worker", "model {model} ({engine}) out of quarantine: taking its offers again");
-        }
-        if pause {
-            tracing::info!(target: "worker", "failure cool-down over: claiming again");
-        }
-    }
-
-    fn draining(&self) -> bool {
-        *self.shutdown.borrow() > 0
-    }
-
-    /// Re-reads the config file (the operator may have run `disable` or
-    /// `set-threshold`); a broken file keeps the last good config.
-    fn reload_config(&mut self) {
-        match Config::load(&self.config_path) {
-            Ok(mut c) => {
-                if c.auto_enabled != self.cfg.auto_enabled {
-                    if c.auto_enabled {
-                        tracing::info!(target: "worker", "claiming resumed by operator");
-                    } else {
-                        tracing::info!(target: "worker", "claiming paused by operator");
-                    }
-                }
-                // Credentials in use stay as they are until reconnect.
-                c.auth_token = self.cfg.auth_token.clone().or(c.auth_token);
-                self.breakers.configure(
-                    c.max_consecutive_failures,
-                    Duration::from_secs(c.failure_cooldown_secs),
-                );
-                self.cfg = c;
-            }
-            Err(e) => tracing::warn!(target: "worker", "keeping the previous config: {e}"),
-        }
+    fn finished(&self) -> bool {
+        self.life.borrow().finished
     }
 }
 
@@ -245,108 +155,110 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let cfg = wait_for_credentials(&config_path, &mut shutdown).await?;
     let host = HostFacts::probe();
     let catalog = EngineCatalog::discover(&cfg);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()?;
-    let (exec_tx, exec_rx) = mpsc::channel(4);
-    let (report_tx, reports) = mpsc::unbounded_channel();
-    let (live_gen, live_rx) = watch::channel(0u64);
-    let target = UploadTarget {
-        api_base_url: cfg.api_base_url.clone(),
-        worker_id: cfg.worker_id.clone().unwrap_or_default(),
-        auth_token: cfg.auth_token.clone().unwrap_or_default(),
+    let worker_id = cfg.worker_id.clone().unwrap_or_default();
+    let auth_token = cfg.auth_token.clone().unwrap_or_default();
+    let slot = SlotSetup {
+        gpu: None,
+        target: Some(UploadTarget {
+            api_base_url: cfg.api_base_url.clone(),
+            worker_id: worker_id.clone(),
+            auth_token: auth_token.clone(),
+        }),
     };
-    let pool = RunnerPool::new(
-        catalog.clone(),
-        cfg.max_frame_bytes,
-        Limits::from_config(&cfg),
-        Backoff::from_config(&cfg),
-    );
-    let cache = ModelCache::new(
-        cfg.models_root(),
-        Duration::from_secs(cfg.stall_timeout_secs.max(1)),
-    );
-    let executor = Executor::new(pool, cache, http.clone(), false);
-    let exec_task = tokio::spawn(executor::run(
-        executor,
-        exec_rx,
-        report_tx,
-        executor::Delivery {
-            http,
-            target,
-            live_gen: live_rx,
-            attempts: cfg.upload_attempts,
-            results_dir: cfg.results_dir(),
-            results_max_bytes: cfg.results_max_mb * 1024 * 1024,
-        },
-    ));
-    let breakers = Breakers::new(
-        cfg.max_consecutive_failures,
-        Duration::from_secs(cfg.failure_cooldown_secs),
-    );
-    let mut worker = Worker {
-        config_path: config_path.clone(),
-        cfg,
+    let (handle, life, task) = scheduler::start(Setup {
+        status_path: Some(crate::state::status_path_for(&config_path)),
         host,
         catalog,
-        exec_tx,
-        reports,
-        live_gen,
+        slots: vec![slot],
+        allow_local_files: false,
+        cfg: cfg.clone(),
+    });
+    spawn_config_watch(config_path.clone(), cfg.clone(), handle.clone());
+    {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            if shutdown.changed().await.is_ok() {
+                handle.send(Event::Shutdown);
+            }
+        });
+    }
+    let mut session = Session {
+        slot: 0,
+        config_path: config_path.clone(),
+        api_base_url: cfg.api_base_url.clone(),
+        worker_id,
+        auth_token,
+        reconnect_attempts: cfg.ws_reconnect_attempts,
+        handle: handle.clone(),
+        life,
         gen: 0,
-        jobs: JobTable::default(),
-        deferred_offer: None,
-        breakers,
-        shutdown,
     };
-    let outcome = reconnect_loop(&mut worker).await;
+    let outcome = reconnect_loop(&mut session).await;
     crate::state::record(
         &config_path,
         if outcome.is_ok() { "stopped" } else { "ended" },
         outcome.as_ref().err().map(|e| format!("{e:#}")),
     );
-    // Closing the request channel stops an idle executor, which stops its
-    // runners gracefully; one still busy (drain timed out) is aborted, and
-    // dropping its pool kills the runner groups.
-    let busy = !worker.jobs.is_empty();
-    drop(worker);
-    let abort = exec_task.abort_handle();
-    let grace = if busy {
-        Duration::ZERO
-    } else {
-        Duration::from_secs(5)
-    };
-    if tokio::time::timeout(grace, exec_task).await.is_err() {
-        abort.abort();
-    }
+    // Idle runners stop gracefully; one still busy (the drain timed out)
+    // is killed with its process group.
+    handle.stop().await;
+    let _ = task.await;
     outcome
 }
 
-async fn reconnect_loop(w: &mut Worker) -> anyhow::Result<()> {
+/// Re-reads the config file every second and hands a changed one to the
+/// scheduler; a broken file keeps the last good config (said once).
+fn spawn_config_watch(path: PathBuf, mut last: Config, handle: Handle) {
+    tokio::spawn(async move {
+        let mut last_error = String::new();
+        loop {
+            tokio::time::sleep(CONFIG_POLL).await;
+            match Config::load(&path) {
+                Ok(c) => {
+                    last_error.clear();
+                    if c != last {
+                        last = c.clone();
+                        handle.send(Event::ConfigChanged(Box::new(c)));
+                    }
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    if e != last_error {
+                        tracing::warn!(target: "worker", "keeping the previous config: {e}");
+                        last_error = e;
+                    }
+                }
+            }
+        }
+    });
+}
+
+async fn reconnect_loop(w: &mut Session) -> anyhow::Result<()> {
     let mut attempt: u32 = 0;
     loop {
-        crate::state::record(&w.config_path, "connecting", None);
+        w.record("connecting", None);
         match connection::run(w).await {
             SessionEnd::Shutdown => {
                 tracing::info!(target: "ws", "session closed for shutdown");
                 return Ok(());
             }
             SessionEnd::AuthFailed(reason) => {
-                crate::state::record(&w.config_path, "auth_failed", Some(reason.clone()));
+                w.record("auth_failed", Some(reason.clone()));
                 return Err(anyhow!(
                     "ws auth failed: {reason}; re-register with `studio-worker register`"
                 ));
             }
             SessionEnd::Fatal(reason) => {
-                crate::state::record(&w.config_path, "ended", Some(reason.clone()));
+                w.record("ended", Some(reason.clone()));
                 return Err(anyhow!("session ended by the studio: {reason}"));
             }
             SessionEnd::Disconnected { welcomed, reason } => {
-                crate::state::record(&w.config_path, "disconnected", Some(reason.clone()));
+                w.record("disconnected", Some(reason.clone()));
                 if welcomed {
                     attempt = 0;
                 }
                 attempt += 1;
-                let cap = w.cfg.ws_reconnect_attempts;
+                let cap = w.reconnect_attempts;
                 if cap > 0 && attempt > cap {
                     return Err(anyhow!(
                         "ws reconnect cap reached ({cap} attempts): {reason}"
@@ -356,37 +268,22 @@ async fn reconnect_loop(w: &mut Worker) -> anyhow::Result<()> {
                     .saturating_mul(1 << (attempt - 1).min(5))
                     .min(BACKOFF_MAX);
                 tracing::warn!(target: "ws", "disconnected: {reason}; reconnecting in {} ms (attempt {attempt})", delay.as_millis());
-                if w.draining() && w.jobs.is_empty() {
+                if w.finished() {
                     return Ok(());
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = w.shutdown.changed() => {
-                        if w.jobs.is_empty() {
-                            return Ok(());
+                let sleep = tokio::time::sleep(delay);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        _ = &mut sleep => break,
+                        changed = w.life.changed() => {
+                            if changed.is_err() || w.finished() {
+                                return Ok(());
+                            }
                         }
                     }
                 }
             }
         }
     }
-}
-
-/// `model (engine), …` for messages.
-fn model_names(models: &[ModelKey]) -> String {
-    models
-        .iter()
-        .map(|(engine, model)| format!("{model} ({engine})"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// A monotonic deadline as UTC wall-clock time (RFC 3339), for messages.
-pub(crate) fn wall_clock(at: tokio::time::Instant) -> String {
-    let left = at.saturating_duration_since(tokio::time::Instant::now());
-    let t = time::OffsetDateTime::now_utc() + left;
-    t.replace_nanosecond(0)
-        .unwrap_or(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
 }

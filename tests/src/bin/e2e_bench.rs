@@ -6,8 +6,12 @@
 //!    the fake studio one after another to the real `studio-worker`:
 //!    jobs/s, offer-to-result latency, supervisor and runner RSS.
 //!
+//! 3. `--compare DIR [--rounds R]`: part 2 for this build and the
+//!    `studio-worker` in `DIR`, alternating rounds; medians and their ratio.
+//!
 //! Run: `cargo build --release --workspace --bins && target/release/e2e-bench [N]`
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,7 +23,7 @@ use studio_protocol::runner::{
 use studio_protocol::studio::{ImageTask, ModelSource, Task};
 use studio_worker_tests::claims::{claim, image, llm};
 use studio_worker_tests::proc::{bin, children_of, percentile, rss_kib};
-use studio_worker_tests::start_worker;
+use studio_worker_tests::start_worker_of;
 use studio_worker_tests::studio::FakeStudio;
 
 fn ms(d: Duration) -> String {
@@ -110,32 +114,31 @@ async fn wait_fed(studio: &FakeStudio, n: usize) -> Vec<Duration> {
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(2000);
+/// What one end-to-end run measured.
+struct E2e {
+    jobs: usize,
+    fails: usize,
+    elapsed: Duration,
+    sorted: Vec<Duration>,
+    rss_before: u64,
+    rss: u64,
+    hwm: u64,
+    runner: (u64, u64),
+}
 
-    println!("## Runner channel round trip (job frame → result frame, synthetic PNG)\n");
-    println!("| job | iterations | result size | p50 | p99 |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
-    for (size, iters) in [(64u32, 1000usize), (4096, 5)] {
-        let (t, bytes) = tokio::task::spawn_blocking(move || channel_round_trip(size, iters))
-            .await
-            .expect("bench thread");
-        println!(
-            "| {size}×{size} png | {iters} | {} KiB | {} | {} |",
-            bytes / 1024,
-            ms(percentile(&t, 0.5)),
-            ms(percentile(&t, 0.99))
-        );
+impl E2e {
+    fn jobs_per_s(&self) -> f64 {
+        self.jobs as f64 / self.elapsed.as_secs_f64()
     }
+}
 
-    println!("\n## End to end through the fake studio ({n} jobs: half llm, half 64×64 png)\n");
+/// `n` synthetic jobs through the fake studio to the `studio-worker` at
+/// `program` (its runners beside it).
+async fn end_to_end(program: &Path, n: usize) -> E2e {
     let studio = FakeStudio::start().await;
     studio.record_frames(false);
-    let (_home, worker) = start_worker(&studio, "", &[("STUDIO_WORKER_LOG", "warn")]).await;
+    let (_home, worker) =
+        start_worker_of(program, &studio, "", &[("STUDIO_WORKER_LOG", "warn")]).await;
     // Warm-up: spawn the runner and touch both paths.
     studio.feed(vec![
         claim("warm-1", llm("warm up")),
@@ -165,29 +168,128 @@ async fn main() {
         .next()
         .map(rss_kib)
         .unwrap_or_default();
-    let fails = studio.frames("fail").len();
+    E2e {
+        jobs: lat.len(),
+        fails: studio.frames("fail").len(),
+        elapsed,
+        sorted,
+        rss_before,
+        rss,
+        hwm,
+        runner,
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// `--compare DIR`: this build against the `studio-worker` in `DIR`, in
+/// alternating rounds on one machine.
+async fn compare(dir: &Path, n: usize, rounds: usize) {
+    let before = dir.join("studio-worker");
+    let after = bin("studio-worker");
+    println!("## Before / after, alternating rounds ({n} jobs each: half llm, half 64×64 png)\n");
+    println!(
+        "before: `{}`; after: `{}`\n",
+        before.display(),
+        after.display()
+    );
+    println!("| round | before jobs/s | after jobs/s | before p99 | after p99 | after supervisor RSS (peak) |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+    let (mut b, mut a) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        // Alternate which goes first, so drift favours neither.
+        let (first, second) = if round % 2 == 1 {
+            (&before, &after)
+        } else {
+            (&after, &before)
+        };
+        let x = end_to_end(first, n).await;
+        let y = end_to_end(second, n).await;
+        let (rb, ra) = if round % 2 == 1 { (x, y) } else { (y, x) };
+        assert_eq!(rb.fails + ra.fails, 0, "no job may fail in a bench");
+        println!(
+            "| {round} | {:.0} | {:.0} | {} | {} | {:.1} MiB ({:.1}) |",
+            rb.jobs_per_s(),
+            ra.jobs_per_s(),
+            ms(percentile(&rb.sorted, 0.99)),
+            ms(percentile(&ra.sorted, 0.99)),
+            ra.rss as f64 / 1024.0,
+            ra.hwm as f64 / 1024.0
+        );
+        b.push(rb.jobs_per_s());
+        a.push(ra.jobs_per_s());
+    }
+    let (mb, ma) = (median(&mut b), median(&mut a));
+    println!(
+        "\nmedian: before {mb:.0} jobs/s, after {ma:.0} jobs/s, ratio after/before {:.3}",
+        ma / mb
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(2000);
+    if let Some(i) = args.iter().position(|a| a == "--compare") {
+        let Some(dir) = args.get(i + 1) else {
+            eprintln!("usage: e2e-bench [N] [--compare DIR [--rounds R]]");
+            std::process::exit(2);
+        };
+        let rounds = args
+            .iter()
+            .position(|a| a == "--rounds")
+            .and_then(|j| args.get(j + 1))
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(6);
+        compare(Path::new(dir), n, rounds).await;
+        return;
+    }
+
+    println!("## Runner channel round trip (job frame → result frame, synthetic PNG)\n");
+    println!("| job | iterations | result size | p50 | p99 |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (size, iters) in [(64u32, 1000usize), (4096, 5)] {
+        let (t, bytes) = tokio::task::spawn_blocking(move || channel_round_trip(size, iters))
+            .await
+            .expect("bench thread");
+        println!(
+            "| {size}×{size} png | {iters} | {} KiB | {} | {} |",
+            bytes / 1024,
+            ms(percentile(&t, 0.5)),
+            ms(percentile(&t, 0.99))
+        );
+    }
+
+    println!("\n## End to end through the fake studio ({n} jobs: half llm, half 64×64 png)\n");
+    let r = end_to_end(&bin("studio-worker"), n).await;
     println!("| metric | value |");
     println!("| --- | ---: |");
-    println!("| jobs | {} ({} failed) |", lat.len(), fails);
+    println!("| jobs | {} ({} failed) |", r.jobs, r.fails);
+    println!("| throughput | {:.0} jobs/s |", r.jobs_per_s());
     println!(
-        "| throughput | {:.0} jobs/s |",
-        lat.len() as f64 / elapsed.as_secs_f64()
+        "| offer → result p50 | {} |",
+        ms(percentile(&r.sorted, 0.5))
     );
-    println!("| offer → result p50 | {} |", ms(percentile(&sorted, 0.5)));
-    println!("| offer → result p99 | {} |", ms(percentile(&sorted, 0.99)));
+    println!(
+        "| offer → result p99 | {} |",
+        ms(percentile(&r.sorted, 0.99))
+    );
     println!(
         "| offer → result max | {} |",
-        ms(*sorted.last().unwrap_or(&Duration::ZERO))
+        ms(*r.sorted.last().unwrap_or(&Duration::ZERO))
     );
     println!(
         "| supervisor RSS before / after / peak | {:.1} / {:.1} / {:.1} MiB |",
-        rss_before as f64 / 1024.0,
-        rss as f64 / 1024.0,
-        hwm as f64 / 1024.0
+        r.rss_before as f64 / 1024.0,
+        r.rss as f64 / 1024.0,
+        r.hwm as f64 / 1024.0
     );
     println!(
         "| runner RSS now / peak | {:.1} / {:.1} MiB |",
-        runner.0 as f64 / 1024.0,
-        runner.1 as f64 / 1024.0
+        r.runner.0 as f64 / 1024.0,
+        r.runner.1 as f64 / 1024.0
     );
 }

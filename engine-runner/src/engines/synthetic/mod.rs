@@ -13,9 +13,13 @@ use studio_protocol::studio::Task;
 
 use crate::engine::{Engine, EngineError, Reporter};
 
-/// The synthetic engine.
+/// The synthetic engine. It has no weights, but it treats each distinct
+/// `model` id as a model of its own: the first job on one reports a load
+/// (of nothing), so residency works the same as for real engines.
 #[derive(Debug, Default)]
-pub struct Synthetic;
+pub struct Synthetic {
+    model: Option<String>,
+}
 
 impl Engine for Synthetic {
     fn name(&self) -> &'static str {
@@ -27,6 +31,10 @@ impl Engine for Synthetic {
         job: &JobRequest,
         report: &mut dyn Reporter,
     ) -> Result<JobOutput, EngineError> {
+        if self.model.as_deref() != Some(job.model.as_str()) {
+            report.loaded(0, None);
+            self.model = Some(job.model.clone());
+        }
         let key = task_key(&job.task);
         match &job.task {
             Task::Image(t) => image::run(t, &key, report),

@@ -1,0 +1,88 @@
+//! Admission: what the scheduler answers an offer, in the order the rules
+//! apply. Pure reading of the scheduler's state; the caller acts on it.
+//!
+//! ```text
+//! no jobId ─────────────────────────────▶ ignore (nobody to answer)
+//! paused / draining / cooling down ─────▶ reject `paused`
+//! model quarantined ────────────────────▶ reject, no code, naming it and until when
+//! the slot's GPU is busy ───────────────▶ reject `busy` (an upload does not hold it)
+//! broken claim that names its jobId ────▶ accept, then fail (not retryable, naming the field)
+//! otherwise ────────────────────────────▶ accept
+//! ```
+
+use studio_protocol::studio::{ClaimError, JobOfferClaim, RejectCode};
+
+use super::{wall_clock, Scheduler};
+
+/// The answer to one offer.
+pub enum Decision {
+    /// Say nothing.
+    Ignore,
+    /// Decline.
+    Reject {
+        job_id: String,
+        reason: String,
+        code: Option<RejectCode>,
+    },
+    /// Accept a claim that cannot run, and fail it.
+    Broken { job_id: String, error: String },
+    /// Accept and run.
+    Accept(Box<JobOfferClaim>),
+}
+
+/// Decides the offer `raw` on `slot`.
+pub fn decide(s: &Scheduler, slot: usize, raw: &serde_json::Value) -> Decision {
+    let parsed = JobOfferClaim::from_value(raw);
+    let job_id = match &parsed {
+        Ok(c) => c.job_id.clone(),
+        Err(ClaimError::Invalid { job_id, .. }) => job_id.clone(),
+        Err(e @ ClaimError::NoJobId(_)) => {
+            tracing::warn!(target: "ws", "ignoring an offer nobody can answer: {e}");
+            return Decision::Ignore;
+        }
+    };
+    if let Ok(c) = &parsed {
+        tracing::info!(target: "ws", job_id = %job_id, "offer {job_id}: game {}, asset {}, model {}, {} GB", c.game_id, c.asset_name, c.model, c.vram_gb_estimate);
+    }
+    let reject = |reason: String, code| Decision::Reject {
+        job_id: job_id.clone(),
+        reason,
+        code,
+    };
+    if s.paused() {
+        let reason = if s.draining() {
+            "worker is shutting down".to_string()
+        } else if let Some(why) = s.cooldown_reason() {
+            why
+        } else {
+            "worker paused by operator".to_string()
+        };
+        return reject(reason, Some(RejectCode::Paused));
+    }
+    if let Ok(c) = &parsed {
+        let key = (c.model_source.engine.as_str().to_string(), c.model.clone());
+        if let Some(until) = s.breakers.quarantined(&key, tokio::time::Instant::now()) {
+            let reason = format!(
+                "model {} ({}) is quarantined until {}: it took down its runner {} times in a row",
+                c.model,
+                key.0,
+                wall_clock(until),
+                s.cfg.max_consecutive_failures
+            );
+            return reject(reason, None);
+        }
+    }
+    if s.jobs.busy(slot) {
+        return reject(
+            "worker already has an in-flight job".into(),
+            Some(RejectCode::Busy),
+        );
+    }
+    match parsed {
+        Ok(c) => Decision::Accept(Box::new(c)),
+        Err(e) => Decision::Broken {
+            job_id,
+            error: e.to_string(),
+        },
+    }
+}

@@ -1,0 +1,1100 @@
+//! The scheduler: one task that owns the job table, admission, the
+//! breakers, the runners and the live status. Sessions and
+//! `studio-worker job` submit work to it through a [`Handle`] and get
+//! answers back; neither touches a runner.
+//!
+//! ```text
+//!  session (per GPU slot) ─ Offer / SessionUp / SessionDown ─┐
+//!  studio-worker job ────── Local ───────────────────────────┤
+//!  config watcher ───────── ConfigChanged ───────────────────┤
+//!  signals ──────────────── Shutdown ────────────────────────┼──▶ Scheduler::handle (one event at a time)
+//!  job tasks ────────────── Job { Started, Loaded, Done… } ──┤        │ admission, table, breakers, runners
+//!  upload tasks ─────────── UploadDone ──────────────────────┤        ▼
+//!  1 s timer ────────────── Tick ────────────────────────────┘   Outbound frames to each session's outbox
+//! ```
+//!
+//! Slow work (downloads, runner start and load, the run, uploads) happens
+//! in tasks that report back as events, so the loop answers an offer at
+//! once whatever a job is doing. Everything the studio hears leaves through
+//! the owning session's outbox in the order the scheduler decided it: a
+//! job's slot is free before its result is sent, so the studio's next offer
+//! never finds it busy.
+
+pub mod admission;
+pub mod job_task;
+pub mod runners;
+pub mod snapshot;
+pub mod upload;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use studio_protocol::runner::Phase;
+use studio_protocol::studio::{JobOfferClaim, WorkerCapabilities, WorkerFrame};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::breakers::{Breakers, ModelKey, Trip};
+use crate::capabilities::HostFacts;
+use crate::config::Config;
+use crate::deliver::{keep_result, UploadTarget};
+use crate::failure::{JobError, PoisonWatch};
+use crate::jobs::table::{JobPhase, JobRow, JobTable, RunnerRef};
+use crate::jobs::JobData;
+use crate::models::ModelCache;
+use crate::runner::{Backoff, EngineCatalog, Limits, RunEvent, RunnerChild};
+use job_task::{JobEnv, JobReport, RunnerFate};
+use runners::{KeepAlive, RunnerKey, Runners};
+use snapshot::{Counters, Finished, Snapshot};
+use upload::{UploadEnv, Uploaded};
+
+/// How often the scheduler ticks (breakers, keep-alive, drain, status file).
+const TICK: Duration = Duration::from_secs(1);
+/// How often each session sends a heartbeat.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long a runner asked to stop has before SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Everything the scheduler reacts to.
+pub enum Event {
+    /// An offer on the session of `slot` with generation `gen`.
+    Offer {
+        slot: usize,
+        gen: u64,
+        raw: serde_json::Value,
+    },
+    /// A job from `studio-worker job`; updates go to `updates`.
+    Local {
+        claim: Box<JobOfferClaim>,
+        updates: mpsc::UnboundedSender<LocalUpdate>,
+    },
+    /// A session of `slot` was welcomed; frames for it go to `outbox`.
+    SessionUp {
+        slot: usize,
+        gen: u64,
+        outbox: mpsc::UnboundedSender<Outbound>,
+    },
+    /// That session ended.
+    SessionDown { slot: usize, gen: u64 },
+    /// A session's state changed (for the status).
+    SessionState {
+        slot: usize,
+        state: String,
+        detail: Option<String>,
+    },
+    /// A job task's report.
+    Job {
+        job_id: String,
+        report: Box<JobReport>,
+    },
+    /// An upload task ended.
+    UploadDone { job_id: String, outcome: Uploaded },
+    /// The config file changed.
+    ConfigChanged(Box<Config>),
+    /// The capabilities to advertise on `slot`.
+    Capabilities {
+        slot: usize,
+        reply: oneshot::Sender<WorkerCapabilities>,
+    },
+    /// The live status.
+    Snapshot(oneshot::Sender<Snapshot>),
+    /// The timer.
+    Tick,
+    /// SIGTERM or SIGINT: drain.
+    Shutdown,
+    /// Stop now: idle runners stop gracefully, busy ones are killed.
+    Stop(oneshot::Sender<()>),
+}
+
+/// What a session sends the studio on the scheduler's behalf.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A frame.
+    Frame(Box<WorkerFrame>),
+    /// Drained: close the session.
+    Close,
+}
+
+/// What `studio-worker job` hears about its job.
+pub enum LocalUpdate {
+    /// Progress of the job.
+    Event(RunEvent),
+    /// The end.
+    Done(Result<JobData, JobError>),
+}
+
+/// Whether the worker is draining, and whether the drain is over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Life {
+    /// SIGTERM received: no new offers.
+    pub draining: bool,
+    /// Draining and nothing held any more: sessions may end.
+    pub finished: bool,
+}
+
+/// A clonable way in.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::UnboundedSender<Event>,
+}
+
+impl Handle {
+    /// Sends an event (ignored once the scheduler has stopped).
+    pub fn send(&self, ev: Event) {
+        let _ = self.tx.send(ev);
+    }
+
+    /// The capabilities to advertise on `slot`.
+    pub async fn capabilities(&self, slot: usize) -> Option<WorkerCapabilities> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Event::Capabilities { slot, reply });
+        rx.await.ok()
+    }
+
+    /// The live status.
+    pub async fn snapshot(&self) -> Option<Snapshot> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Event::Snapshot(reply));
+        rx.await.ok()
+    }
+
+    /// Submits a local job.
+    pub fn submit_local(&self, claim: JobOfferClaim) -> mpsc::UnboundedReceiver<LocalUpdate> {
+        let (updates, rx) = mpsc::unbounded_channel();
+        self.send(Event::Local {
+            claim: Box::new(claim),
+            updates,
+        });
+        rx
+    }
+
+    /// Stops the scheduler and waits for it.
+    pub async fn stop(&self) {
+        let (reply, rx) = oneshot::channel();
+        self.send(Event::Stop(reply));
+        let _ = rx.await;
+    }
+}
+
+/// One GPU slot: a studio identity with its session (or none, for local
+/// jobs) and the GPU its runners use.
+pub struct SlotSetup {
+    /// GPU index (`None`: no GPU or one unnamed).
+    pub gpu: Option<u32>,
+    /// Where its binary results go (`None`: local jobs only).
+    pub target: Option<UploadTarget>,
+}
+
+/// What the scheduler starts from.
+pub struct Setup {
+    /// The config as read.
+    pub cfg: Config,
+    /// Where `status.json` is written (beside the config), if anywhere.
+    pub status_path: Option<PathBuf>,
+    /// Host facts.
+    pub host: HostFacts,
+    /// Engines on this host.
+    pub catalog: EngineCatalog,
+    /// Slots.
+    pub slots: Vec<SlotSetup>,
+    /// Inputs and model files may name local files.
+    pub allow_local_files: bool,
+}
+
+struct SessionLink {
+    gen: u64,
+    outbox: mpsc::UnboundedSender<Outbound>,
+}
+
+struct Slot {
+    gpu: Option<u32>,
+    target: Option<UploadTarget>,
+    session: Option<SessionLink>,
+    live_gen: watch::Sender<u64>,
+    status: snapshot::SessionStatus,
+    next_heartbeat: Instant,
+}
+
+/// The scheduler's state. See the module docs.
+pub struct Scheduler {
+    cfg: Config,
+    host: HostFacts,
+    slots: Vec<Slot>,
+    jobs: JobTable,
+    /// The runner key, estimate and prompt of each held job.
+    leases: BTreeMap<String, (RunnerKey, f64, String)>,
+    locals: BTreeMap<String, mpsc::UnboundedSender<LocalUpdate>>,
+    tasks: BTreeMap<String, AbortHandle>,
+    runners: Runners,
+    breakers: Breakers,
+    poison: PoisonWatch,
+    env: Arc<JobEnv>,
+    uploads: UploadEnv,
+    limits: Limits,
+    tx: mpsc::UnboundedSender<Event>,
+    life: watch::Sender<Life>,
+    drain_deadline: Option<Instant>,
+    recent: VecDeque<Finished>,
+    counters: Counters,
+    status_path: Option<PathBuf>,
+    status_dirty: bool,
+}
+
+/// Starts the scheduler task.
+pub fn start(setup: Setup) -> (Handle, watch::Receiver<Life>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (life, life_rx) = watch::channel(Life::default());
+    let cfg = setup.cfg;
+    let mut cache = ModelCache::new(
+        cfg.models_root(),
+        Duration::from_secs(cfg.stall_timeout_secs.max(1)),
+    );
+    if setup.allow_local_files {
+        cache = cache.allow_local_files();
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap_or_default();
+    let now = Instant::now();
+    let slots = setup
+        .slots
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| Slot {
+            gpu: s.gpu,
+            target: s.target,
+            session: None,
+            live_gen: watch::channel(0).0,
+            status: snapshot::SessionStatus {
+                slot: i,
+                gpu: s.gpu,
+                state: "starting".into(),
+                since: crate::logship::now_ts(),
+                detail: None,
+            },
+            next_heartbeat: now,
+        })
+        .collect();
+    let s = Scheduler {
+        runners: Runners::new(
+            setup.catalog,
+            cfg.max_frame_bytes,
+            Limits::from_config(&cfg).memory_bytes,
+            Backoff::from_config(&cfg),
+            KeepAlive::from_secs(cfg.model_keep_alive_secs),
+        ),
+        breakers: Breakers::new(
+            cfg.max_consecutive_failures,
+            Duration::from_secs(cfg.failure_cooldown_secs),
+        ),
+        env: Arc::new(JobEnv {
+            http: http.clone(),
+            cache,
+            scratch_root: std::env::temp_dir()
+                .join(format!("studio-worker-{}", std::process::id())),
+            allow_local_inputs: setup.allow_local_files,
+        }),
+        uploads: UploadEnv {
+            http,
+            attempts: cfg.upload_attempts,
+            results_dir: cfg.results_dir(),
+            results_max_bytes: cfg.results_max_mb * 1024 * 1024,
+        },
+        limits: Limits::from_config(&cfg),
+        host: setup.host,
+        slots,
+        jobs: JobTable::default(),
+        leases: BTreeMap::new(),
+        locals: BTreeMap::new(),
+        tasks: BTreeMap::new(),
+        poison: PoisonWatch::default(),
+        tx: tx.clone(),
+        life,
+        drain_deadline: None,
+        recent: VecDeque::new(),
+        counters: Counters::default(),
+        status_path: setup.status_path,
+        status_dirty: true,
+        cfg,
+    };
+    let task = tokio::spawn(s.run(rx));
+    (Handle { tx }, life_rx, task)
+}
+
+impl Scheduler {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let ev = tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => ev,
+                    None => break,
+                },
+                _ = tick.tick() => Event::Tick,
+            };
+            if let Event::Stop(done) = ev {
+                self.stop().await;
+                let _ = done.send(());
+                return;
+            }
+            self.handle(ev);
+        }
+        self.stop().await;
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Offer { slot, gen, raw } => self.on_offer(slot, gen, &raw),
+            Event::Local { claim, updates } => self.on_local(*claim, updates),
+            Event::SessionUp { slot, gen, outbox } => self.on_session_up(slot, gen, outbox),
+            Event::SessionDown { slot, gen } => self.on_session_down(slot, gen),
+            Event::SessionState {
+                slot,
+                state,
+                detail,
+            } => {
+                if let Some(s) = self.slots.get_mut(slot) {
+                    s.status.state = state;
+                    s.status.detail = detail;
+                    s.status.since = crate::logship::now_ts();
+                    self.status_dirty = true;
+                }
+            }
+            Event::Job { job_id, report } => self.on_job_report(&job_id, *report),
+            Event::UploadDone { job_id, outcome } => self.on_upload_done(&job_id, outcome),
+            Event::ConfigChanged(cfg) => self.on_config(*cfg),
+            Event::Capabilities { slot, reply } => {
+                let _ = reply.send(self.capabilities(slot));
+            }
+            Event::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot());
+            }
+            Event::Tick => self.on_tick(),
+            Event::Shutdown => self.on_shutdown(),
+            Event::Stop(_) => {}
+        }
+    }
+
+    // ---- sessions -------------------------------------------------------
+
+    fn on_session_up(&mut self, slot: usize, gen: u64, outbox: mpsc::UnboundedSender<Outbound>) {
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
+        s.session = Some(SessionLink { gen, outbox });
+        s.live_gen.send_replace(gen);
+        s.next_heartbeat = Instant::now();
+        self.heartbeats(true);
+        if self.life.borrow().finished {
+            self.to_slot(slot, Outbound::Close);
+        }
+    }
+
+    fn on_session_down(&mut self, slot: usize, gen: u64) {
+        if let Some(s) = self.slots.get_mut(slot) {
+            if s.session.as_ref().is_some_and(|l| l.gen == gen) {
+                s.session = None;
+                s.live_gen.send_replace(0);
+            }
+        }
+    }
+
+    /// Sends `out` to `slot`'s live session, if any.
+    fn to_slot(&self, slot: usize, out: Outbound) {
+        if let Some(link) = self.slots.get(slot).and_then(|s| s.session.as_ref()) {
+            let _ = link.outbox.send(out);
+        }
+    }
+
+    /// The outbox of `slot` when its live session is generation `gen`.
+    fn session_of(&self, slot: usize, gen: u64) -> Option<&mpsc::UnboundedSender<Outbound>> {
+        self.slots
+            .get(slot)
+            .and_then(|s| s.session.as_ref())
+            .filter(|l| l.gen == gen)
+            .map(|l| &l.outbox)
+    }
+
+    /// Sends each session its heartbeat when due (all of them when `now`).
+    fn heartbeats(&mut self, now: bool) {
+        let at = Instant::now();
+        for i in 0..self.slots.len() {
+            if self.slots[i].session.is_none() || (!now && at < self.slots[i].next_heartbeat) {
+                continue;
+            }
+            self.slots[i].next_heartbeat = at + HEARTBEAT;
+            let frame = WorkerFrame::Heartbeat {
+                capabilities: self.capabilities(i),
+                current_job_id: self.jobs.current(i).map(str::to_string),
+            };
+            self.to_slot(i, Outbound::Frame(Box::new(frame)));
+        }
+    }
+
+    fn capabilities(&self, slot: usize) -> WorkerCapabilities {
+        let _ = slot;
+        crate::capabilities::snapshot(&self.cfg, &self.host, self.runners.catalog(), self.paused())
+    }
+
+    // ---- admission ------------------------------------------------------
+
+    fn paused(&self) -> bool {
+        !self.cfg.auto_enabled || self.draining() || self.cooling_down()
+    }
+
+    fn draining(&self) -> bool {
+        self.life.borrow().draining
+    }
+
+    fn cooling_down(&self) -> bool {
+        self.breakers.paused(Instant::now()).is_some()
+    }
+
+    fn on_offer(&mut self, slot: usize, gen: u64, raw: &serde_json::Value) {
+        let Some(outbox) = self.session_of(slot, gen).cloned() else {
+            // The session that carried it is gone; the studio released it.
+            return;
+        };
+        let decision = admission::decide(self, slot, raw);
+        let send = |f: WorkerFrame| {
+            let _ = outbox.send(Outbound::Frame(Box::new(f)));
+        };
+        match decision {
+            admission::Decision::Ignore => {}
+            admission::Decision::Reject {
+                job_id,
+                reason,
+                code,
+            } => {
+                tracing::info!(target: "ws", job_id = %job_id, "rejecting {job_id}: {reason}");
+                self.counters.rejected += 1;
+                send(WorkerFrame::Reject {
+                    job_id,
+                    reason,
+                    code,
+                });
+            }
+            admission::Decision::Broken { job_id, error } => {
+                tracing::warn!(target: "job", job_id = %job_id, "{error}");
+                self.counters.accepted += 1;
+                self.counters.failed += 1;
+                send(WorkerFrame::Accept {
+                    job_id: job_id.clone(),
+                });
+                send(WorkerFrame::Fail {
+                    job_id,
+                    error,
+                    retryable: false,
+                });
+            }
+            admission::Decision::Accept(claim) => {
+                send(WorkerFrame::Accept {
+                    job_id: claim.job_id.clone(),
+                });
+                if let Err((job_id, error)) = self.begin(*claim, slot, gen) {
+                    self.counters.failed += 1;
+                    send(WorkerFrame::Fail {
+                        job_id,
+                        retryable: error.retryable(),
+                        error: error.message,
+                    });
+                }
+            }
+        }
+        self.status_dirty = true;
+    }
+
+    fn on_local(&mut self, claim: JobOfferClaim, updates: mpsc::UnboundedSender<LocalUpdate>) {
+        let slot = 0;
+        if self.jobs.busy(slot) {
+            let _ = updates.send(LocalUpdate::Done(Err(JobError::new(
+                studio_protocol::runner::ErrorClass::Engine,
+                "the worker already runs a job on this GPU",
+            ))));
+            return;
+        }
+        self.locals.insert(claim.job_id.clone(), updates);
+        if let Err((job_id, e)) = self.begin(claim, slot, 0) {
+            self.counters.failed += 1;
+            if let Some(u) = self.locals.remove(&job_id) {
+                let _ = u.send(LocalUpdate::Done(Err(e)));
+            }
+        }
+    }
+
+    /// Starts an accepted job: the table row, the runner lease, the task.
+    fn begin(
+        &mut self,
+        claim: JobOfferClaim,
+        slot: usize,
+        gen: u64,
+    ) -> Result<(), (String, JobError)> {
+        let job_id = claim.job_id.clone();
+        self.counters.accepted += 1;
+        let engine = claim.model_source.engine.as_str().to_string();
+        if let Err(f) = self
+            .runners
+            .catalog()
+            .check(&claim.model_source.engine, claim.task.kind())
+        {
+            tracing::warn!(target: "job", job_id = %job_id, "job failed ({}): {}", f.class.as_str(), f.message);
+            return Err((job_id, JobError::new(f.class, f.message)));
+        }
+        let gpu = self.slots.get(slot).and_then(|s| s.gpu);
+        let key = RunnerKey::for_claim(gpu, &claim);
+        let lease = match self.runners.lease(&key, &job_id) {
+            Ok(l) => l,
+            Err(f) => return Err((job_id, JobError::new(f.class, f.message))),
+        };
+        tracing::info!(target: "job", job_id = %job_id, "running {} on {} (model {})", claim.task.kind(), engine, claim.model);
+        self.jobs.accept(
+            &job_id,
+            JobRow::new(&engine, &claim.model, claim.task.kind(), slot, gen),
+        );
+        self.leases.insert(
+            job_id.clone(),
+            (key, claim.vram_gb_estimate, claim.task.reported_prompt()),
+        );
+        let task = tokio::spawn(job_task::run(
+            self.env.clone(),
+            claim,
+            lease,
+            self.limits,
+            self.tx.clone(),
+        ));
+        self.tasks.insert(job_id, task.abort_handle());
+        Ok(())
+    }
+
+    // ---- job reports ----------------------------------------------------
+
+    fn on_job_report(&mut self, job_id: &str, report: JobReport) {
+        self.status_dirty = true;
+        let local = self.locals.get(job_id);
+        match report {
+            JobReport::Downloading { done, total } => {
+                self.jobs.set_phase(job_id, JobPhase::Downloading);
+                self.jobs.set_progress(job_id, done, total);
+                if let Some(u) = local {
+                    let _ = u.send(LocalUpdate::Event(RunEvent::Downloading { done, total }));
+                }
+            }
+            JobReport::Started {
+                pid,
+                epoch,
+                deadline,
+            } => {
+                self.jobs
+                    .set_runner(job_id, RunnerRef { pid, epoch }, deadline);
+                self.jobs.set_phase(job_id, JobPhase::Loading);
+                if let (Some((key, estimate, _)), Some(row)) =
+                    (self.leases.get(job_id), self.jobs.get(job_id))
+                {
+                    let before = self.runners.residents().len();
+                    self.runners
+                        .started(key, job_id, pid, epoch, &row.model, *estimate);
+                    if self.runners.residents().len() > before {
+                        self.counters.runner_starts += 1;
+                    }
+                }
+                if let Some(u) = local {
+                    let _ = u.send(LocalUpdate::Event(RunEvent::Started {
+                        pid,
+                        epoch,
+                        deadline,
+                    }));
+                }
+            }
+            JobReport::Loaded {
+                host_bytes,
+                device_bytes,
+            } => {
+                self.counters.loads += 1;
+                if let Some(pid) = self.jobs.get(job_id).and_then(|r| r.runner).map(|r| r.pid) {
+                    self.runners.loaded(pid, host_bytes, device_bytes);
+                }
+            }
+            JobReport::Progress { phase, done, total } => {
+                let p = match phase {
+                    Phase::Loading => JobPhase::Loading,
+                    Phase::Running => JobPhase::Running,
+                };
+                self.jobs.set_phase(job_id, p);
+                self.jobs.set_progress(job_id, done, total);
+                if let Some(u) = local {
+                    let _ = u.send(LocalUpdate::Event(RunEvent::Progress {
+                        phase,
+                        done,
+                        total,
+                    }));
+                }
+            }
+            JobReport::Done { runner, result } => self.on_job_done(job_id, runner, result),
+        }
+    }
+
+    fn on_job_done(&mut self, job_id: &str, runner: RunnerFate, result: Result<JobData, JobError>) {
+        self.tasks.remove(job_id);
+        let Some((key, _, prompt)) = self.leases.remove(job_id) else {
+            // Handed back at a drain timeout: stop what it ran on.
+            if let RunnerFate::Alive(child) = runner {
+                stop_runner(child);
+            }
+            return;
+        };
+        let healthy = result.is_ok();
+        let fate = match runner {
+            RunnerFate::Alive(child) => Some(Some(child)),
+            RunnerFate::Dead => {
+                self.counters.runner_deaths += 1;
+                Some(None)
+            }
+            RunnerFate::Unused => None,
+        };
+        if let Some(child) = fate {
+            if let Some(stop) = self.runners.returned(&key, child, healthy) {
+                stop_runner(stop);
+            }
+        }
+        let mut result = result;
+        if let Err(e) = &mut result {
+            self.poison.judge(job_id, e);
+            tracing::warn!(target: "job", job_id = %job_id, "job failed ({}): {}", e.class.as_str(), e.message);
+        }
+        if let Some(u) = self.locals.remove(job_id) {
+            let row = self.jobs.finish(job_id);
+            self.record(
+                job_id,
+                row.as_ref(),
+                &result.as_ref().map(|_| ()).map_err(|e| e.message.clone()),
+            );
+            let _ = u.send(LocalUpdate::Done(result));
+            return;
+        }
+        let Some(row) = self.jobs.get(job_id).cloned() else {
+            return;
+        };
+        match result {
+            Ok(JobData::Bytes { data, ext }) => {
+                // The GPU is free: the upload runs beside the next job.
+                self.jobs.set_phase(job_id, JobPhase::Uploading);
+                self.note_job_end(job_id, &row, false);
+                let (target, live) = match self.slots.get(row.slot) {
+                    Some(s) => (s.target.clone(), s.live_gen.subscribe()),
+                    None => (None, watch::channel(0).1),
+                };
+                let Some(target) = target else {
+                    self.end_job(job_id, Err("no studio to upload to".into()), false);
+                    return;
+                };
+                let task = tokio::spawn(upload::run(
+                    self.uploads.clone(),
+                    target,
+                    live,
+                    row.gen,
+                    job_id.to_string(),
+                    prompt,
+                    ext,
+                    data,
+                    self.tx.clone(),
+                ));
+                self.tasks.insert(job_id.to_string(), task.abort_handle());
+            }
+            Ok(JobData::Json(result)) => {
+                self.note_job_end(job_id, &row, false);
+                self.jobs.finish(job_id);
+                self.record(job_id, Some(&row), &Ok(()));
+                self.deliver_json(job_id, &row, result, prompt);
+            }
+            Err(e) => {
+                self.note_job_end(job_id, &row, e.worker_caused());
+                self.end_job(job_id, Err(e.message.clone()), e.retryable());
+            }
+        }
+        self.after_job();
+    }
+
+    fn on_upload_done(&mut self, job_id: &str, outcome: Uploaded) {
+        self.tasks.remove(job_id);
+        self.status_dirty = true;
+        match outcome {
+            Uploaded::Done { ext, bytes } => {
+                let row = self.jobs.finish(job_id);
+                self.record(job_id, row.as_ref(), &Ok(()));
+                tracing::info!(target: "job", job_id = %job_id, "completed {job_id} ({bytes} bytes of {ext})");
+            }
+            Uploaded::Failed { error, retryable } => self.end_job(job_id, Err(error), retryable),
+        }
+        self.after_job();
+    }
+
+    /// Ends a held job with a failure (or nothing more to say), telling its
+    /// session when it is still live.
+    fn end_job(&mut self, job_id: &str, outcome: Result<(), String>, retryable: bool) {
+        let Some(row) = self.jobs.finish(job_id) else {
+            return;
+        };
+        self.record(job_id, Some(&row), &outcome);
+        let Err(error) = outcome else {
+            return;
+        };
+        match self.session_of(row.slot, row.gen) {
+            Some(outbox) => {
+                let _ = outbox.send(Outbound::Frame(Box::new(WorkerFrame::Fail {
+                    job_id: job_id.to_string(),
+                    error,
+                    retryable,
+                })));
+            }
+            None => {
+                tracing::warn!(target: "job", job_id = %job_id, "job {job_id} finished after its session ended; failure not reported: {error}")
+            }
+        }
+    }
+
+    fn deliver_json(
+        &mut self,
+        job_id: &str,
+        row: &JobRow,
+        result: serde_json::Value,
+        prompt: String,
+    ) {
+        match self.session_of(row.slot, row.gen) {
+            Some(outbox) => {
+                tracing::info!(target: "job", job_id = %job_id, "completed {job_id}");
+                let _ = outbox.send(Outbound::Frame(Box::new(WorkerFrame::CompleteJson {
+                    job_id: job_id.to_string(),
+                    result,
+                    prompt: Some(prompt),
+                })));
+            }
+            None => {
+                // The session that owned this claim is gone; the studio
+                // released it. Keep what we have instead of confusing the
+                // new session.
+                let bytes = serde_json::to_vec_pretty(&result).unwrap_or_default();
+                let note = match keep_result(
+                    &self.cfg.results_dir(),
+                    job_id,
+                    "json",
+                    &bytes,
+                    self.cfg.results_max_mb * 1024 * 1024,
+                ) {
+                    Ok(p) => format!("result kept at {}", p.display()),
+                    Err(e) => format!("result lost: {e}"),
+                };
+                tracing::warn!(target: "job", job_id = %job_id, "job {job_id} finished after its session ended; {note}");
+            }
+        }
+    }
+
+    /// A finished job in the status's recent list and counters.
+    fn record(&mut self, job_id: &str, row: Option<&JobRow>, outcome: &Result<(), String>) {
+        match outcome {
+            Ok(()) => self.counters.completed += 1,
+            Err(_) => self.counters.failed += 1,
+        }
+        if self.recent.len() == snapshot::RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(Finished {
+            job_id: job_id.to_string(),
+            kind: row.map(|r| r.kind.as_str().to_string()).unwrap_or_default(),
+            model: row.map(|r| r.model.clone()).unwrap_or_default(),
+            outcome: if outcome.is_ok() {
+                "completed"
+            } else {
+                "failed"
+            }
+            .into(),
+            error: outcome.as_ref().err().cloned(),
+            duration_ms: row.map_or(0, |r| r.accepted_at.elapsed().as_millis() as u64),
+            at: crate::logship::now_ts(),
+        });
+    }
+
+    /// After a job ended or freed its slot: a drain may be over.
+    fn after_job(&mut self) {
+        if self.draining() && self.jobs.is_empty() {
+            self.finish_drain();
+        }
+    }
+
+    // ---- breakers -------------------------------------------------------
+
+    /// Counts a studio job's end towards the breakers.
+    fn note_job_end(&mut self, job_id: &str, row: &JobRow, worker_caused: bool) {
+        if row.gen == 0 {
+            return;
+        }
+        let key: ModelKey = (row.engine.clone(), row.model.clone());
+        if !worker_caused {
+            self.breakers.success(&key);
+            return;
+        }
+        let _ = job_id;
+        match self.breakers.failure(&key, Instant::now()) {
+            Trip::None => {}
+            Trip::Model((engine, model), until) => {
+                tracing::error!(
+                    target: "worker",
+                    "model {model} ({engine}) took down its runner {} times in a row: declining its offers until {}; other models keep running",
+                    self.cfg.max_consecutive_failures,
+                    wall_clock(until)
+                );
+            }
+            Trip::All(models, until) => {
+                tracing::error!(
+                    target: "worker",
+                    "{} runner failures in a row across {}: not claiming until {}; heartbeats say autoEnabled=false",
+                    self.cfg.max_consecutive_failures,
+                    model_names(&models),
+                    wall_clock(until)
+                );
+                // Tell the studio now, not at the next tick.
+                self.heartbeats(true);
+            }
+        }
+    }
+
+    // ---- config, timer, shutdown ----------------------------------------
+
+    fn on_config(&mut self, mut c: Config) {
+        if c.auto_enabled != self.cfg.auto_enabled {
+            if c.auto_enabled {
+                tracing::info!(target: "worker", "claiming resumed by operator");
+            } else {
+                tracing::info!(target: "worker", "claiming paused by operator");
+            }
+        }
+        // Credentials in use stay as they are until restart.
+        c.auth_token = self.cfg.auth_token.clone().or(c.auth_token);
+        self.breakers.configure(
+            c.max_consecutive_failures,
+            Duration::from_secs(c.failure_cooldown_secs),
+        );
+        self.runners
+            .set_keep_alive(KeepAlive::from_secs(c.model_keep_alive_secs));
+        self.limits = Limits::from_config(&c);
+        self.uploads.attempts = c.upload_attempts;
+        self.uploads.results_dir = c.results_dir();
+        self.uploads.results_max_bytes = c.results_max_mb * 1024 * 1024;
+        let advertised = |c: &Config| {
+            (
+                c.auto_enabled,
+                c.vram_threshold_gb.to_bits(),
+                c.supported_models_override.clone(),
+            )
+        };
+        let changed = advertised(&c) != advertised(&self.cfg);
+        self.cfg = c;
+        self.status_dirty = true;
+        if changed {
+            self.heartbeats(true);
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let (models, pause) = self.breakers.expire(now);
+        for (engine, model) in &models {
+            tracing::info!(target: "worker", "model {model} ({engine}) out of quarantine: taking its offers again");
+        }
+        if pause {
+            tracing::info!(target: "worker", "failure cool-down over: claiming again");
+        }
+        for (r, child) in self.runners.expired(now) {
+            tracing::info!(target: "engine", "stopping idle runner {} for {} (pid {}): unused for model_keep_alive_secs", r.key.engine, r.model, r.pid);
+            stop_runner(child);
+            self.status_dirty = true;
+        }
+        if self.drain_deadline.is_some_and(|d| now >= d) {
+            self.hand_back_all();
+        }
+        self.heartbeats(pause);
+        self.write_status();
+    }
+
+    fn on_shutdown(&mut self) {
+        if self.draining() {
+            return;
+        }
+        self.life.send_modify(|l| l.draining = true);
+        self.drain_deadline =
+            Some(Instant::now() + Duration::from_secs(self.cfg.drain_timeout_secs));
+        self.heartbeats(true);
+        self.status_dirty = true;
+        self.after_job();
+    }
+
+    /// The drain timeout passed: hand unfinished jobs back so the studio
+    /// can requeue them now.
+    fn hand_back_all(&mut self) {
+        let held: Vec<String> = self.jobs.iter().map(|(id, _)| id.clone()).collect();
+        for job_id in held {
+            tracing::warn!(target: "worker", job_id = %job_id, "drain timeout: giving job {job_id} back unfinished");
+            self.leases.remove(&job_id);
+            let error = format!(
+                "worker shut down before the job finished (drain_timeout_secs = {})",
+                self.cfg.drain_timeout_secs
+            );
+            self.end_job(&job_id, Err(error), true);
+        }
+        self.finish_drain();
+    }
+
+    fn finish_drain(&mut self) {
+        self.drain_deadline = None;
+        if self.life.borrow().finished {
+            return;
+        }
+        self.life.send_modify(|l| l.finished = true);
+        for i in 0..self.slots.len() {
+            self.to_slot(i, Outbound::Close);
+        }
+    }
+
+    async fn stop(&mut self) {
+        for (_, task) in std::mem::take(&mut self.tasks) {
+            // Dropping a job task's runner kills its process group.
+            task.abort();
+        }
+        let idle = self.runners.take_idle();
+        let stops = idle
+            .into_iter()
+            .map(|(_, child)| child.shutdown(STOP_GRACE));
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            futures_util::future::join_all(stops),
+        )
+        .await;
+        self.write_status();
+    }
+
+    // ---- status -------------------------------------------------------------
+
+    /// The live status.
+    pub fn snapshot(&self) -> Snapshot {
+        let now = Instant::now();
+        let pause = self.breakers.paused(now).map(|until| snapshot::Pause {
+            reason: self.cooldown_reason().unwrap_or_default(),
+            until: wall_clock(until),
+        });
+        Snapshot {
+            at: crate::logship::now_ts(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            sessions: self.slots.iter().map(|s| s.status.clone()).collect(),
+            operator_paused: !self.cfg.auto_enabled,
+            draining: self.draining(),
+            failure_pause: pause,
+            quarantines: self
+                .breakers
+                .quarantines(now)
+                .into_iter()
+                .map(|((engine, model), until)| snapshot::Quarantine {
+                    engine,
+                    model,
+                    until: wall_clock(until),
+                })
+                .collect(),
+            jobs: self
+                .jobs
+                .iter()
+                .map(|(id, r)| snapshot::JobStatus {
+                    job_id: id.clone(),
+                    slot: r.slot,
+                    kind: r.kind.as_str().into(),
+                    engine: r.engine.clone(),
+                    model: r.model.clone(),
+                    phase: r.phase.as_str().into(),
+                    done: r.progress.0,
+                    total: r.progress.1,
+                    runner_pid: r.runner.map(|x| x.pid),
+                    age_ms: now.duration_since(r.accepted_at).as_millis() as u64,
+                })
+                .collect(),
+            runners: self
+                .runners
+                .residents()
+                .iter()
+                .map(|r| snapshot::RunnerStatus {
+                    pid: r.pid,
+                    epoch: r.epoch,
+                    engine: r.key.engine.clone(),
+                    model: r.model.clone(),
+                    gpu: r.key.gpu,
+                    job_id: r.job.clone(),
+                    loads: r.loads,
+                    host_bytes: r.host_bytes,
+                    device_bytes: r.device_bytes,
+                    rss_bytes: crate::runner::rss_bytes(r.pid),
+                    idle_ms: if r.job.is_some() {
+                        0
+                    } else {
+                        now.duration_since(r.last_used).as_millis() as u64
+                    },
+                    pinned: r.pinned,
+                })
+                .collect(),
+            recent: self.recent.iter().cloned().collect(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// Why offers are declined `paused` during a failure cool-down.
+    fn cooldown_reason(&self) -> Option<String> {
+        let until = self.breakers.paused(Instant::now())?;
+        Some(format!(
+            "worker paused after repeated engine failures across {} until {}",
+            model_names(self.breakers.paused_by()),
+            wall_clock(until)
+        ))
+    }
+
+    /// Writes `status.json` when something changed (best effort).
+    fn write_status(&mut self) {
+        let Some(path) = &self.status_path else {
+            return;
+        };
+        if !self.status_dirty && self.jobs.is_empty() {
+            return;
+        }
+        self.status_dirty = false;
+        let tmp = path.with_extension("json.tmp");
+        if let Ok(text) = serde_json::to_vec_pretty(&self.snapshot()) {
+            if std::fs::write(&tmp, text).is_ok() {
+                let _ = std::fs::rename(&tmp, path);
+            }
+        }
+    }
+}
+
+/// Stops a runner in the background (a shutdown request, then signals).
+fn stop_runner(child: Box<RunnerChild>) {
+    tokio::spawn(child.shutdown(STOP_GRACE));
+}
+
+/// `model (engine), …` for messages.
+pub(crate) fn model_names(models: &[ModelKey]) -> String {
+    models
+        .iter()
+        .map(|(engine, model)| format!("{model} ({engine})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A monotonic deadline as UTC wall-clock time (RFC 3339), for messages.
+pub(crate) fn wall_clock(at: Instant) -> String {
+    let left = at.saturating_duration_since(Instant::now());
+    let t = time::OffsetDateTime::now_utc() + left;
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}

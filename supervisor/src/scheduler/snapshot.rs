@@ -1,0 +1,180 @@
+//! The worker's live state as one value: what the scheduler publishes for
+//! `status`, and later for `/status`, metrics and a desktop window.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything a person or a program may want to know about a running
+/// worker, as of `at`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// When it was taken (RFC 3339).
+    pub at: String,
+    /// The supervisor's process id.
+    pub pid: u32,
+    /// The supervisor's version.
+    pub version: String,
+    /// One studio session per GPU slot.
+    pub sessions: Vec<SessionStatus>,
+    /// Claiming paused by the operator (`disable`).
+    pub operator_paused: bool,
+    /// Shutting down: no new offers, held jobs finishing.
+    pub draining: bool,
+    /// Claiming paused after runner failures across several models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_pause: Option<Pause>,
+    /// Models whose offers are declined after they kept killing runners.
+    pub quarantines: Vec<Quarantine>,
+    /// Held jobs, oldest first.
+    pub jobs: Vec<JobStatus>,
+    /// Live runners, one per loaded model.
+    pub runners: Vec<RunnerStatus>,
+    /// The last finished jobs, newest last (at most [`RECENT`]).
+    pub recent: Vec<Finished>,
+    /// Totals since start.
+    pub counters: Counters,
+}
+
+/// How many finished jobs a snapshot keeps.
+pub const RECENT: usize = 50;
+
+/// One studio session.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionStatus {
+    /// Slot index.
+    pub slot: usize,
+    /// GPU index, when the slot has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<u32>,
+    /// `connecting`, `connected`, `disconnected`, …
+    pub state: String,
+    /// Since when (RFC 3339).
+    pub since: String,
+    /// Why (a disconnect's reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A pause with its reason and end.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pause {
+    /// Why.
+    pub reason: String,
+    /// Until when (RFC 3339).
+    pub until: String,
+}
+
+/// A quarantined model.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Quarantine {
+    /// Engine.
+    pub engine: String,
+    /// Registry model id.
+    pub model: String,
+    /// Until when (RFC 3339).
+    pub until: String,
+}
+
+/// A held job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStatus {
+    /// Studio job id.
+    pub job_id: String,
+    /// GPU slot.
+    pub slot: usize,
+    /// Task kind.
+    pub kind: String,
+    /// Engine.
+    pub engine: String,
+    /// Registry model id.
+    pub model: String,
+    /// `accepted`, `downloading`, `loading`, `running`, `uploading`.
+    pub phase: String,
+    /// Units done in this phase.
+    pub done: u64,
+    /// Units in all (0: unknown).
+    pub total: u64,
+    /// Its runner's process id, once on one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_pid: Option<u32>,
+    /// Milliseconds since it was accepted.
+    pub age_ms: u64,
+}
+
+/// A live runner.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunnerStatus {
+    /// Process id.
+    pub pid: u32,
+    /// Epoch.
+    pub epoch: u64,
+    /// Engine.
+    pub engine: String,
+    /// Registry model id it loaded.
+    pub model: String,
+    /// GPU index, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<u32>,
+    /// The job it runs, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// Model loads it reported.
+    pub loads: u64,
+    /// Host memory its load took.
+    pub host_bytes: u64,
+    /// Accelerator memory its load took, when reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_bytes: Option<u64>,
+    /// Its resident memory now.
+    pub rss_bytes: u64,
+    /// Milliseconds since it last finished a job (0 while busy).
+    pub idle_ms: u64,
+    /// Kept loaded whatever happens.
+    pub pinned: bool,
+}
+
+/// A finished job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finished {
+    /// Studio job id.
+    pub job_id: String,
+    /// Task kind.
+    pub kind: String,
+    /// Registry model id.
+    pub model: String,
+    /// `completed`, `failed` or `handed back`.
+    pub outcome: String,
+    /// The error, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Milliseconds from accept to end.
+    pub duration_ms: u64,
+    /// When it ended (RFC 3339).
+    pub at: String,
+}
+
+/// Totals since start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counters {
+    /// Offers accepted.
+    pub accepted: u64,
+    /// Offers rejected.
+    pub rejected: u64,
+    /// Jobs completed.
+    pub completed: u64,
+    /// Jobs failed.
+    pub failed: u64,
+    /// Runners started.
+    pub runner_starts: u64,
+    /// Runners that died or were killed.
+    pub runner_deaths: u64,
+    /// Model loads reported.
+    pub loads: u64,
+}
