@@ -281,6 +281,13 @@ impl Gate {
     pub fn open(&self) {
         std::fs::write(self.dir.path().join("open"), b"").expect("open the gate");
     }
+
+    /// Closes the gate again and forgets the last start, for another job.
+    pub fn reset(&self) {
+        for f in ["open", "started"] {
+            let _ = std::fs::remove_file(self.dir.path().join(f));
+        }
+    }
 }
 
 impl Default for Gate {

@@ -224,3 +224,28 @@ async fn keep_alive_stops_idle_runners() {
     handle.stop().await;
     task.await.expect("scheduler ends");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_runner_killed_from_outside_is_replaced_not_used() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let (handle, task) = start(home.path(), 300);
+    let first = run(&handle, claim("i1", "synthetic")).await;
+    // SAFETY: killing our own grandchild.
+    unsafe {
+        libc::kill(first as i32, libc::SIGKILL);
+    }
+    bounds::until("the killed runner to exit", bounds::event(), || {
+        (!alive(first)).then_some(())
+    })
+    .await;
+    // The next job for that model starts a fresh runner instead of failing
+    // on the dead one's pipe.
+    let second = run(&handle, claim("i2", "synthetic")).await;
+    assert_ne!(first, second);
+    let s = handle.snapshot().await.expect("snapshot");
+    assert_eq!(s.counters.runner_deaths, 1, "{s:?}");
+    assert_eq!(s.counters.runner_starts, 2, "{s:?}");
+    assert_eq!(s.runners.len(), 1, "{s:?}");
+    handle.stop().await;
+    task.await.expect("scheduler ends");
+}

@@ -172,6 +172,16 @@ impl RunnerChild {
         self.epoch
     }
 
+    /// How it ended, when it has exited (an idle runner can be killed from
+    /// outside, by a person or the kernel's OOM killer).
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(describe_status(status)),
+            Ok(None) => None,
+            Err(e) => Some(format!("cannot be waited for ({e})")),
+        }
+    }
+
     /// Spawns `program args…`, performs the handshake and returns the child.
     pub async fn spawn(
         program: &Path,

@@ -176,6 +176,10 @@ pub async fn run(
             }
         }
     };
-    let _ = tokio::fs::remove_dir_all(&scratch).await;
+    // Most jobs never write there: a stat here saves a trip through the
+    // blocking pool per job.
+    if scratch.exists() {
+        let _ = tokio::fs::remove_dir_all(&scratch).await;
+    }
     report(JobReport::Done { runner, result });
 }

@@ -545,6 +545,7 @@ impl Scheduler {
             tracing::warn!(target: "job", job_id = %job_id, "job failed ({}): {}", f.class.as_str(), f.message);
             return Err((job_id, JobError::new(f.class, f.message)));
         }
+        self.counters.runner_deaths += self.runners.reap_idle() as u64;
         let gpu = self.slots.get(slot).and_then(|s| s.gpu);
         let key = RunnerKey::for_claim(gpu, &claim);
         let lease = match self.runners.lease(&key, &job_id) {
@@ -907,6 +908,11 @@ impl Scheduler {
         }
         if pause {
             tracing::info!(target: "worker", "failure cool-down over: claiming again");
+        }
+        let dead = self.runners.reap_idle();
+        if dead > 0 {
+            self.counters.runner_deaths += dead as u64;
+            self.status_dirty = true;
         }
         for (r, child) in self.runners.expired(now) {
             tracing::info!(target: "engine", "stopping idle runner {} for {} (pid {}): unused for model_keep_alive_secs", r.key.engine, r.model, r.pid);

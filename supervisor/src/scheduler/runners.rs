@@ -234,6 +234,30 @@ impl Runners {
         }))
     }
 
+    /// Forgets idle runners that exited while nobody watched (killed from
+    /// outside): the next job for their model starts a fresh one instead
+    /// of failing on a dead pipe. Returns how many.
+    pub fn reap_idle(&mut self) -> usize {
+        let before = self.residents.len();
+        let backoff = &mut self.backoff;
+        let template = &self.backoff_template;
+        self.residents.retain_mut(|r| {
+            let Some(child) = r.child.as_mut() else {
+                return true;
+            };
+            let Some(how) = child.exited() else {
+                return true;
+            };
+            tracing::warn!(target: "engine", "idle runner {} for {} (pid {}, epoch {}) {how}; the next job for it starts a fresh one", r.key.engine, r.model, r.pid, r.epoch);
+            backoff
+                .entry(r.key.clone())
+                .or_insert_with(|| template.clone())
+                .on_death();
+            false
+        });
+        before - self.residents.len()
+    }
+
     /// A job started on runner `pid`: registers it when it is new.
     pub fn started(
         &mut self,

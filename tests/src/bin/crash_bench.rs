@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use studio_worker_tests::claims::{claim, claim_with, image};
-use studio_worker_tests::proc::{children_of, fd_count, percentile, rss_kib};
+use studio_worker_tests::proc::{children_of, fd_count, percentile, rss_kib, Gate};
 use studio_worker_tests::start_worker;
 use studio_worker_tests::studio::FakeStudio;
 
@@ -46,27 +46,25 @@ async fn main() {
     studio.wait_upload("warm").await;
     let mut to_fail = Vec::new();
     let mut to_next = Vec::new();
+    // The slow job waits at a gate; the next job is for the same model, so
+    // it needs a fresh runner (the gate is open by then).
+    let gate = Gate::new();
     for i in 0..kills {
         let slow = format!("k-{i}");
         let next = format!("n-{i}");
+        gate.reset();
         // When the slow job fails, the studio offers the next one at once.
         studio.feed(vec![
-            claim_with(&slow, "fault:slow:30000", image(16, 16, "png")),
-            claim(&next, image(16, 16, "png")),
+            claim_with(&slow, &gate.model(), image(16, 16, "png")),
+            claim_with(&next, &gate.model(), image(16, 16, "png")),
         ]);
-        studio.wait_frame("accept", &slow).await;
-        let runner = loop {
-            if let Some(p) = children_of(worker.pid()).into_iter().next() {
-                break p;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        };
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        let runner = gate.started().await;
         let t0 = Instant::now();
         // SAFETY: killing the benchmark's own grandchild.
         unsafe {
             libc::kill(runner as i32, libc::SIGKILL);
         }
+        gate.open();
         studio.wait_upload(&next).await;
         let failed = studio.frame_time("fail", &slow).expect("fail recorded");
         let done = studio.upload_time(&next).expect("upload recorded");
@@ -96,7 +94,7 @@ async fn main() {
     let studio = FakeStudio::start().await;
     studio.record_frames(false);
     let cfg = "max_consecutive_failures = 0\nrestart_backoff_initial_ms = 1\nrestart_backoff_max_ms = 5\n";
-    let (_home, worker) = start_worker(&studio, cfg, FAULTS).await;
+    let (home, worker) = start_worker(&studio, cfg, FAULTS).await;
     let pid = worker.pid();
     studio.feed(vec![
         claim("warm2", image(16, 16, "png")),
@@ -140,8 +138,15 @@ async fn main() {
     );
     println!("| supervisor peak RSS | {:.2} MiB |", hwm as f64 / 1024.0);
     println!("| supervisor open fds before → after | {fds_before} → {fds_after} |");
+    // The warm-up's model stays resident; every crashed runner is gone.
+    let status = home
+        .wait_status("the status to count every crash", |s| {
+            s["counters"]["failed"].as_u64() >= Some(crashes as u64 + 1)
+        })
+        .await;
+    let resident = status["runners"].as_array().map_or(0, Vec::len);
     println!(
-        "| runner children alive at the end | {} |",
+        "| runner children alive at the end / resident in status.json | {} / {resident} |",
         children_of(pid).len()
     );
 }
