@@ -365,4 +365,15 @@ impl Engine for Llama {
             other => Err(EngineError::cannot_serve("llama-cpp", other)),
         }
     }
+
+    fn preload(&mut self, job: &JobRequest, report: &mut dyn Reporter) -> Result<(), EngineError> {
+        let want_ctx = job
+            .model_source
+            .cli_defaults
+            .context_size
+            .unwrap_or(DEFAULT_CONTEXT)
+            .max(64);
+        let path = single_model_file(job, self.default_model.as_deref(), "llama-cpp", "a GGUF")?;
+        self.ensure_loaded(&path, want_ctx, report).map(|_| ())
+    }
 }

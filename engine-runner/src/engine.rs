@@ -64,6 +64,9 @@ pub trait Engine: Send {
         job: &JobRequest,
         report: &mut dyn Reporter,
     ) -> Result<JobOutput, EngineError>;
+    /// Loads the job's model and keeps it, without running the task (a
+    /// pinned model at start). Reports `loaded` like a job's load.
+    fn preload(&mut self, job: &JobRequest, report: &mut dyn Reporter) -> Result<(), EngineError>;
 }
 
 /// The one model file of a single-file engine (llama.cpp GGUF, whisper.cpp

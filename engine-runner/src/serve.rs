@@ -279,6 +279,14 @@ fn engine_loop(
             epoch: job.epoch,
         };
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if job.preload {
+                let model = job.model.clone();
+                return engine
+                    .preload(&job, &mut reporter)
+                    .map(|()| JobOutput::Json {
+                        value: serde_json::json!({ "loaded": model }),
+                    });
+            }
             faults::before_job(&job, &out, &mut reporter);
             engine.run(&job, &mut reporter)
         }));

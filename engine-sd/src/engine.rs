@@ -562,6 +562,11 @@ impl Engine for SdCpp {
             other => Err(EngineError::cannot_serve("sd-cpp", other)),
         }
     }
+
+    fn preload(&mut self, job: &JobRequest, report: &mut dyn Reporter) -> Result<(), EngineError> {
+        let video = matches!(job.task, Task::Video(_));
+        self.ctx_for(job, video, report).map(|_| ())
+    }
 }
 
 /// Parses `role=path` pairs from the command line.

@@ -269,6 +269,16 @@ impl Engine for Whisper {
             other => Err(EngineError::cannot_serve("whisper-cpp", other)),
         }
     }
+
+    fn preload(&mut self, job: &JobRequest, report: &mut dyn Reporter) -> Result<(), EngineError> {
+        let path = single_model_file(
+            job,
+            self.default_model.as_deref(),
+            "whisper-cpp",
+            "a ggml whisper",
+        )?;
+        self.ensure_loaded(&path, report).map(|_| ())
+    }
 }
 
 #[cfg(test)]

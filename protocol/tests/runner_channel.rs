@@ -24,6 +24,7 @@ fn all_messages() -> (Vec<ToRunner>, Vec<FromRunner>) {
         model_files: BTreeMap::from([("m.gguf".into(), "/models/m.gguf".into())]),
         inputs: BTreeMap::from([("inputUrl".into(), "/tmp/in.wav".into())]),
         scratch_dir: Some("/tmp/scratch".into()),
+        preload: false,
     };
     let to = vec![
         ToRunner::Hello {
@@ -187,6 +188,7 @@ fn oversized_frames_are_refused_before_allocating() {
         model_files: BTreeMap::new(),
         inputs: BTreeMap::new(),
         scratch_dir: None,
+        preload: false,
     }));
     assert!(matches!(
         encode(&big, 512),

@@ -22,10 +22,15 @@ pub struct HostFacts {
 impl HostFacts {
     /// Probes the host.
     pub fn probe() -> Self {
+        Self::with_gpus(&crate::gpu::probe())
+    }
+
+    /// The host's facts with `gpus` already probed.
+    pub fn with_gpus(gpus: &[crate::gpu::Gpu]) -> Self {
         Self {
             machine_name: sysinfo::hostname(),
             username: sysinfo::username(),
-            vram_total_gb: sysinfo::vram_total_gb(),
+            vram_total_gb: crate::gpu::largest_total_gb(gpus),
         }
     }
 }

@@ -135,6 +135,11 @@ pub struct Config {
     /// Seconds an idle runner keeps its model loaded (0: stop after every
     /// job; -1: never stop for idleness).
     pub model_keep_alive_secs: i64,
+    /// GPU memory in GB kept free beyond every estimate.
+    pub vram_margin_gb: f64,
+    /// Named models (`[[models]]`); `pin = true` ones load at start.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<crate::models::named::NamedModel>,
 }
 
 impl Default for Config {
@@ -176,6 +181,8 @@ impl Default for Config {
             restart_backoff_initial_ms: 100,
             restart_backoff_max_ms: 30_000,
             model_keep_alive_secs: 300,
+            vram_margin_gb: 1.0,
+            models: Vec::new(),
         }
     }
 }

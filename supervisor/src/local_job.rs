@@ -150,11 +150,11 @@ pub async fn run(cfg: &Config, args: JobArgs) -> anyhow::Result<()> {
         status_path: None,
         host: HostFacts::probe(),
         catalog: EngineCatalog::discover(cfg),
+        gpus: Vec::new(),
         slots: vec![SlotSetup {
             gpu: None,
             target: None,
         }],
-        allow_local_files: true,
     });
     let mut bar = TermBar::new("model");
     // Every run on the same scheduler, so on the same resident runner: the

@@ -22,8 +22,3 @@ pub fn username() -> String {
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "unknown".into())
 }
-
-/// The largest GPU's memory in GB ([`crate::gpu::probe`]), or 0.
-pub fn vram_total_gb() -> f64 {
-    crate::gpu::largest_total_gb(&crate::gpu::probe())
-}

@@ -92,6 +92,7 @@ fn job(id: &str, model: &str, w: u32, h: u32) -> ToRunner {
         model_files: Default::default(),
         inputs: Default::default(),
         scratch_dir: None,
+        preload: false,
     }))
 }
 

@@ -52,7 +52,7 @@ fn start(home: &std::path::Path, keep_alive: i64) -> (Handle, tokio::task::JoinH
             gpu: None,
             target: None,
         }],
-        allow_local_files: true,
+        gpus: Vec::new(),
     });
     (handle, task)
 }

@@ -88,6 +88,7 @@ fn job(i: usize, tokens: u32) -> ToRunner {
         model_files: BTreeMap::new(),
         inputs: BTreeMap::new(),
         scratch_dir: None,
+        preload: false,
     }))
 }
 

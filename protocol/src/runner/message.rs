@@ -61,6 +61,10 @@ pub struct JobRequest {
     /// Where the runner may write large outputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scratch_dir: Option<String>,
+    /// Only load the model (a pinned model at start): the runner answers
+    /// `loaded` and a `result` of `{"loaded": model}`; the task is not run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preload: bool,
 }
 
 /// Runner → supervisor.

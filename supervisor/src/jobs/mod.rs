@@ -82,6 +82,7 @@ pub async fn prepare(
         model_files,
         inputs,
         scratch_dir: Some(scratch.to_string_lossy().into_owned()),
+        preload: false,
     };
     Ok((request, model_bytes))
 }

@@ -132,6 +132,7 @@ pub struct DownloadProgress<'a> {
 }
 
 /// The cache under `models_root`.
+#[derive(Clone)]
 pub struct ModelCache {
     root: PathBuf,
     client: reqwest::Client,

@@ -4,5 +4,6 @@
 
 mod download;
 mod lock;
+pub mod named;
 
 pub use download::{DownloadProgress, ModelCache};

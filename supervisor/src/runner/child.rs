@@ -190,9 +190,11 @@ impl RunnerChild {
         epoch: u64,
         max_frame: usize,
         memory_limit: Option<u64>,
+        env: &[(String, String)],
     ) -> Result<Self, ChildFailure> {
         let mut cmd = Command::new(program);
         cmd.args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .arg("--max-frame-bytes")
             .arg(max_frame.to_string())
             .stdin(Stdio::piped())

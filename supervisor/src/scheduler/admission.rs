@@ -5,13 +5,19 @@
 //! no jobId ─────────────────────────────▶ ignore (nobody to answer)
 //! paused / draining / cooling down ─────▶ reject `paused`
 //! model quarantined ────────────────────▶ reject, no code, naming it and until when
+//! estimate above vram_threshold_gb ─────▶ reject, no code, naming both
 //! the slot's GPU is busy ───────────────▶ reject `busy` (an upload does not hold it)
 //! broken claim that names its jobId ────▶ accept, then fail (not retryable, naming the field)
+//! GPU memory (ledger::Fit) ─────────────┬─ fits, or fits after stopping idle runners: accept
+//!                                       ├─ not now: reject `busy`, needed vs free
+//!                                       └─ never beside the pinned models: reject, no code
 //! otherwise ────────────────────────────▶ accept
 //! ```
 
 use studio_protocol::studio::{ClaimError, JobOfferClaim, RejectCode};
 
+use super::ledger::{bytes_of, gb, Fit};
+use super::runners::RunnerKey;
 use super::{wall_clock, Scheduler};
 
 /// The answer to one offer.
@@ -26,8 +32,11 @@ pub enum Decision {
     },
     /// Accept a claim that cannot run, and fail it.
     Broken { job_id: String, error: String },
-    /// Accept and run.
-    Accept(Box<JobOfferClaim>),
+    /// Accept and run, after stopping the idle runners `evict` (pids).
+    Accept {
+        claim: Box<JobOfferClaim>,
+        evict: Vec<u32>,
+    },
 }
 
 /// Decides the offer `raw` on `slot`.
@@ -72,17 +81,60 @@ pub fn decide(s: &Scheduler, slot: usize, raw: &serde_json::Value) -> Decision {
             return reject(reason, None);
         }
     }
+    if let Ok(c) = &parsed {
+        let threshold = s.cfg.vram_threshold_gb;
+        if c.vram_gb_estimate > threshold {
+            let reason = format!(
+                "job needs {} GB of GPU memory (vramGbEstimate) but this worker takes jobs up to {threshold} GB (vram_threshold_gb)",
+                c.vram_gb_estimate
+            );
+            return reject(reason, None);
+        }
+    }
     if s.jobs.busy(slot) {
         return reject(
             "worker already has an in-flight job".into(),
             Some(RejectCode::Busy),
         );
     }
-    match parsed {
-        Ok(c) => Decision::Accept(Box::new(c)),
-        Err(e) => Decision::Broken {
-            job_id,
-            error: e.to_string(),
+    let claim = match parsed {
+        Ok(c) => c,
+        Err(e) => {
+            return Decision::Broken {
+                job_id,
+                error: e.to_string(),
+            }
+        }
+    };
+    let key = RunnerKey::for_claim(s.slot_gpu(slot), &claim);
+    let need = bytes_of(claim.vram_gb_estimate);
+    match s.ledger.fit(&key, need, &s.runners) {
+        Fit::Fits => Decision::Accept {
+            claim: Box::new(claim),
+            evict: Vec::new(),
         },
+        Fit::AfterEvicting(evict) => Decision::Accept {
+            claim: Box::new(claim),
+            evict,
+        },
+        Fit::Busy { need, free } => reject(
+            format!(
+                "not enough GPU memory on GPU {} now: the job needs {}, {} is free",
+                key.gpu.unwrap_or(0),
+                gb(need),
+                gb(free)
+            ),
+            Some(RejectCode::Busy),
+        ),
+        Fit::Never { need, room } => reject(
+            format!(
+                "the job needs {} of GPU memory but GPU {} can never give more than {} beside its pinned models and the {} GB margin",
+                gb(need),
+                key.gpu.unwrap_or(0),
+                gb(room),
+                s.cfg.vram_margin_gb
+            ),
+            None,
+        ),
     }
 }

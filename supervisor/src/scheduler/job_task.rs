@@ -23,12 +23,56 @@ use crate::runner::{load_allowance, Limits, RunEvent, RunnerChild};
 pub struct JobEnv {
     /// For inputs.
     pub http: reqwest::Client,
-    /// Where model files are fetched to.
+    /// Where model files are fetched to (studio jobs: URLs only).
     pub cache: ModelCache,
+    /// The same cache, also taking local `file://` model files in place
+    /// (trusted jobs: `studio-worker job`, the config's named models).
+    pub local_cache: ModelCache,
     /// Each job gets `scratch_root/<job id>`, removed at its end.
     pub scratch_root: PathBuf,
-    /// Inputs may name local files (`studio-worker job` only).
-    pub allow_local_inputs: bool,
+}
+
+/// Where a job came from, as far as its task needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trust {
+    /// Inputs and model files may be local files (never for studio jobs).
+    pub local_files: bool,
+    /// Only load the model (a pinned model at start).
+    pub preload: bool,
+}
+
+/// Runners were stopped to make room for a job on a real GPU: before its
+/// runner starts, the job waits (bounded) for the probe to show the room.
+pub struct MemoryWait {
+    /// The GPU.
+    pub gpu: u32,
+    /// Bytes the job needs free.
+    pub need: u64,
+}
+
+/// How long a job waits for evicted memory to show as free.
+const MEMORY_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until the probe shows `w.need` bytes free on `w.gpu`, at most
+/// [`MEMORY_WAIT`]; a GPU still short then is logged and the load tried.
+async fn wait_for_memory(job_id: &str, w: &MemoryWait) {
+    let deadline = Instant::now() + MEMORY_WAIT;
+    loop {
+        let free = tokio::task::spawn_blocking(crate::gpu::probe)
+            .await
+            .ok()
+            .and_then(|gpus| gpus.into_iter().find(|g| g.index == w.gpu))
+            .and_then(|g| g.free_bytes);
+        match free {
+            Some(f) if f >= w.need => return,
+            None => return,
+            Some(f) if Instant::now() >= deadline => {
+                tracing::warn!(target: "job", job_id = %job_id, "GPU {} still shows only {} free after {} s (the job needs {}); loading anyway", w.gpu, super::ledger::gb(f), MEMORY_WAIT.as_secs(), super::ledger::gb(w.need));
+                return;
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
 }
 
 /// Progress reports closer together than this are folded.
@@ -73,6 +117,8 @@ pub async fn run(
     env: Arc<JobEnv>,
     claim: JobOfferClaim,
     lease: Lease,
+    wait: Option<MemoryWait>,
+    trust: Trust,
     limits: Limits,
     tx: mpsc::UnboundedSender<Event>,
 ) {
@@ -98,15 +144,24 @@ pub async fn run(
             total: p.total,
         });
     };
+    let cache = if trust.local_files {
+        &env.local_cache
+    } else {
+        &env.cache
+    };
     let prepared = jobs::prepare(
         &env.http,
-        &env.cache,
+        cache,
         &claim,
         &scratch,
-        env.allow_local_inputs,
+        trust.local_files,
         &mut on_download,
     )
-    .await;
+    .await
+    .map(|(mut request, bytes)| {
+        request.preload = trust.preload;
+        (request, bytes)
+    });
     let (runner, result) = match prepared {
         Err(e) => (
             match lease {
@@ -118,7 +173,12 @@ pub async fn run(
         Ok((request, model_bytes)) => {
             let child = match lease {
                 Lease::Ready(child) => Ok(child),
-                Lease::Spawn(plan) => plan.spawn(&job_id).await,
+                Lease::Spawn(plan) => {
+                    if let Some(w) = &wait {
+                        wait_for_memory(&job_id, w).await;
+                    }
+                    plan.spawn(&job_id).await
+                }
             };
             match child {
                 Err(f) => (RunnerFate::Dead, Err(JobError::new(f.class, f.message))),

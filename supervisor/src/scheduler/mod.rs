@@ -22,6 +22,7 @@
 
 pub mod admission;
 pub mod job_task;
+pub mod ledger;
 pub mod runners;
 pub mod snapshot;
 pub mod upload;
@@ -42,12 +43,14 @@ use crate::capabilities::HostFacts;
 use crate::config::Config;
 use crate::deliver::{keep_result, UploadTarget};
 use crate::failure::{JobError, PoisonWatch};
+use crate::gpu::{Gpu, Vendor};
 use crate::jobs::table::{JobPhase, JobRow, JobTable, RunnerRef};
 use crate::jobs::JobData;
 use crate::models::ModelCache;
 use crate::runner::{Backoff, EngineCatalog, Limits, RunEvent, RunnerChild};
-use job_task::{JobEnv, JobReport, RunnerFate};
-use runners::{KeepAlive, RunnerKey, Runners};
+use job_task::{JobEnv, JobReport, MemoryWait, RunnerFate, Trust};
+use ledger::Ledger;
+use runners::{KeepAlive, Lease, RunnerKey, Runners};
 use snapshot::{Counters, Finished, Snapshot};
 use upload::{UploadEnv, Uploaded};
 
@@ -94,6 +97,8 @@ pub enum Event {
     UploadDone { job_id: String, outcome: Uploaded },
     /// The config file changed.
     ConfigChanged(Box<Config>),
+    /// A fresh probe of the (real) GPUs.
+    Probed(Vec<Gpu>),
     /// The capabilities to advertise on `slot`.
     Capabilities {
         slot: usize,
@@ -198,11 +203,22 @@ pub struct Setup {
     pub host: HostFacts,
     /// Engines on this host.
     pub catalog: EngineCatalog,
+    /// GPUs on this host, as probed at start.
+    pub gpus: Vec<Gpu>,
     /// Slots.
     pub slots: Vec<SlotSetup>,
-    /// Inputs and model files may name local files.
-    pub allow_local_files: bool,
 }
+
+/// A pinned model and when to (re)load it next.
+struct Pin {
+    key: RunnerKey,
+    claim: JobOfferClaim,
+    slot: usize,
+    next_try: Instant,
+}
+
+/// How long after a failed load a pinned model is tried again.
+const PIN_RETRY: Duration = Duration::from_secs(30);
 
 struct SessionLink {
     gen: u64,
@@ -227,8 +243,11 @@ pub struct Scheduler {
     /// The runner key, estimate and prompt of each held job.
     leases: BTreeMap<String, (RunnerKey, f64, String)>,
     locals: BTreeMap<String, mpsc::UnboundedSender<LocalUpdate>>,
+    /// Pinned named models: kept loaded, reloaded when their runner dies.
+    pins: Vec<Pin>,
     tasks: BTreeMap<String, AbortHandle>,
     runners: Runners,
+    ledger: Ledger,
     breakers: Breakers,
     poison: PoisonWatch,
     env: Arc<JobEnv>,
@@ -248,13 +267,10 @@ pub fn start(setup: Setup) -> (Handle, watch::Receiver<Life>, tokio::task::JoinH
     let (tx, rx) = mpsc::unbounded_channel();
     let (life, life_rx) = watch::channel(Life::default());
     let cfg = setup.cfg;
-    let mut cache = ModelCache::new(
+    let cache = ModelCache::new(
         cfg.models_root(),
         Duration::from_secs(cfg.stall_timeout_secs.max(1)),
     );
-    if setup.allow_local_files {
-        cache = cache.allow_local_files();
-    }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()
@@ -291,12 +307,13 @@ pub fn start(setup: Setup) -> (Handle, watch::Receiver<Life>, tokio::task::JoinH
             cfg.max_consecutive_failures,
             Duration::from_secs(cfg.failure_cooldown_secs),
         ),
+        ledger: Ledger::new(setup.gpus.clone(), cfg.vram_margin_gb),
         env: Arc::new(JobEnv {
             http: http.clone(),
+            local_cache: cache.clone().allow_local_files(),
             cache,
             scratch_root: std::env::temp_dir()
                 .join(format!("studio-worker-{}", std::process::id())),
-            allow_local_inputs: setup.allow_local_files,
         }),
         uploads: UploadEnv {
             http,
@@ -310,6 +327,7 @@ pub fn start(setup: Setup) -> (Handle, watch::Receiver<Life>, tokio::task::JoinH
         jobs: JobTable::default(),
         leases: BTreeMap::new(),
         locals: BTreeMap::new(),
+        pins: Vec::new(),
         tasks: BTreeMap::new(),
         poison: PoisonWatch::default(),
         tx: tx.clone(),
@@ -321,12 +339,21 @@ pub fn start(setup: Setup) -> (Handle, watch::Receiver<Life>, tokio::task::JoinH
         status_dirty: true,
         cfg,
     };
+    if setup.gpus.iter().any(|g| g.vendor != Vendor::Fake) {
+        spawn_probe(tx.clone());
+    }
+    let mut s = s;
+    s.pins = s.pins_from_config();
+    for p in &s.pins {
+        s.runners.pin(p.key.clone());
+    }
     let task = tokio::spawn(s.run(rx));
     (Handle { tx }, life_rx, task)
 }
 
 impl Scheduler {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
+        self.load_pins();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -368,6 +395,7 @@ impl Scheduler {
             Event::Job { job_id, report } => self.on_job_report(&job_id, *report),
             Event::UploadDone { job_id, outcome } => self.on_upload_done(&job_id, outcome),
             Event::ConfigChanged(cfg) => self.on_config(*cfg),
+            Event::Probed(gpus) => self.ledger.probed(&gpus),
             Event::Capabilities { slot, reply } => {
                 let _ = reply.send(self.capabilities(slot));
             }
@@ -377,6 +405,66 @@ impl Scheduler {
             Event::Tick => self.on_tick(),
             Event::Shutdown => self.on_shutdown(),
             Event::Stop(_) => {}
+        }
+    }
+
+    // ---- pinned models ----------------------------------------------------
+
+    /// The config's pinned models; a broken entry is logged and skipped.
+    fn pins_from_config(&self) -> Vec<Pin> {
+        let now = Instant::now();
+        let mut pins = Vec::new();
+        for m in self.cfg.models.iter().filter(|m| m.pin) {
+            let claim = match m.claim(&format!("pin:{}", m.name)) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(target: "worker", "{e}; not loading it");
+                    continue;
+                }
+            };
+            let slot = self
+                .slots
+                .iter()
+                .position(|s| m.gpu.is_some() && s.gpu == m.gpu)
+                .unwrap_or(0);
+            let gpu = m.gpu.or_else(|| self.slot_gpu(slot));
+            let key = RunnerKey::for_claim(gpu, &claim);
+            pins.push(Pin {
+                key,
+                claim,
+                slot,
+                next_try: now,
+            });
+        }
+        pins
+    }
+
+    /// Loads every pinned model that is not resident, one at a time, when
+    /// its slot is free.
+    fn load_pins(&mut self) {
+        if self.draining() {
+            return;
+        }
+        let now = Instant::now();
+        for i in 0..self.pins.len() {
+            let p = &self.pins[i];
+            if now < p.next_try
+                || self.runners.is_resident(&p.key)
+                || self.jobs.busy(p.slot)
+                || self.jobs.get(&p.claim.job_id).is_some()
+            {
+                continue;
+            }
+            let (claim, slot, gpu) = (p.claim.clone(), p.slot, p.key.gpu);
+            self.pins[i].next_try = now + PIN_RETRY;
+            tracing::info!(target: "worker", "loading pinned model {} ({})", claim.model, claim.model_source.engine);
+            let trust = Trust {
+                local_files: true,
+                preload: true,
+            };
+            if let Err((_, e)) = self.begin_on(claim, slot, gpu, 0, false, trust) {
+                tracing::error!(target: "worker", "pinned model could not be loaded: {e}");
+            }
         }
     }
 
@@ -441,6 +529,11 @@ impl Scheduler {
         crate::capabilities::snapshot(&self.cfg, &self.host, self.runners.catalog(), self.paused())
     }
 
+    /// The GPU of `slot`, if it has one.
+    fn slot_gpu(&self, slot: usize) -> Option<u32> {
+        self.slots.get(slot).and_then(|s| s.gpu)
+    }
+
     // ---- admission ------------------------------------------------------
 
     fn paused(&self) -> bool {
@@ -492,11 +585,18 @@ impl Scheduler {
                     retryable: false,
                 });
             }
-            admission::Decision::Accept(claim) => {
+            admission::Decision::Accept { claim, evict } => {
                 send(WorkerFrame::Accept {
                     job_id: claim.job_id.clone(),
                 });
-                if let Err((job_id, error)) = self.begin(*claim, slot, gen) {
+                self.evict(&evict, &claim.job_id);
+                let studio = Trust {
+                    local_files: false,
+                    preload: false,
+                };
+                if let Err((job_id, error)) =
+                    self.begin(*claim, slot, gen, !evict.is_empty(), studio)
+                {
                     self.counters.failed += 1;
                     send(WorkerFrame::Fail {
                         job_id,
@@ -519,7 +619,11 @@ impl Scheduler {
             return;
         }
         self.locals.insert(claim.job_id.clone(), updates);
-        if let Err((job_id, e)) = self.begin(claim, slot, 0) {
+        let local = Trust {
+            local_files: true,
+            preload: false,
+        };
+        if let Err((job_id, e)) = self.begin(claim, slot, 0, false, local) {
             self.counters.failed += 1;
             if let Some(u) = self.locals.remove(&job_id) {
                 let _ = u.send(LocalUpdate::Done(Err(e)));
@@ -527,12 +631,40 @@ impl Scheduler {
         }
     }
 
+    /// Stops idle runners to make room for `job_id`.
+    fn evict(&mut self, pids: &[u32], job_id: &str) {
+        for &pid in pids {
+            if let Some((r, child)) = self.runners.evict(pid) {
+                tracing::info!(target: "engine", job_id = %job_id, "stopping idle runner {} for {} (pid {}, {}) to make room for job {job_id}", r.key.engine, r.model, r.pid, ledger::gb(r.held()));
+                stop_runner(child);
+            }
+        }
+    }
+
     /// Starts an accepted job: the table row, the runner lease, the task.
+    /// `evicted`: runners were stopped for it, so on a real GPU the job
+    /// waits (in its load phase) for the probe to show the memory back.
     fn begin(
         &mut self,
         claim: JobOfferClaim,
         slot: usize,
         gen: u64,
+        evicted: bool,
+        trust: Trust,
+    ) -> Result<(), (String, JobError)> {
+        let gpu = self.slot_gpu(slot);
+        self.begin_on(claim, slot, gpu, gen, evicted, trust)
+    }
+
+    /// [`Self::begin`] on an explicit GPU.
+    fn begin_on(
+        &mut self,
+        claim: JobOfferClaim,
+        slot: usize,
+        gpu: Option<u32>,
+        gen: u64,
+        evicted: bool,
+        trust: Trust,
     ) -> Result<(), (String, JobError)> {
         let job_id = claim.job_id.clone();
         self.counters.accepted += 1;
@@ -546,12 +678,27 @@ impl Scheduler {
             return Err((job_id, JobError::new(f.class, f.message)));
         }
         self.counters.runner_deaths += self.runners.reap_idle() as u64;
-        let gpu = self.slots.get(slot).and_then(|s| s.gpu);
         let key = RunnerKey::for_claim(gpu, &claim);
-        let lease = match self.runners.lease(&key, &job_id) {
+        let book = gpu.and_then(|g| {
+            self.ledger
+                .books()
+                .iter()
+                .find(|b| b.gpu.index == g)
+                .map(|b| b.gpu.clone())
+        });
+        let env = book.as_ref().map(pin_env).unwrap_or_default();
+        let lease = match self.runners.lease(&key, &job_id, env) {
             Ok(l) => l,
             Err(f) => return Err((job_id, JobError::new(f.class, f.message))),
         };
+        let need = ledger::bytes_of(claim.vram_gb_estimate);
+        let mut wait = None;
+        if let (Some(g), Lease::Spawn(_)) = (gpu, &lease) {
+            self.ledger.reserve(&job_id, g, need);
+            if evicted && book.is_some_and(|b| b.vendor != Vendor::Fake) {
+                wait = Some(MemoryWait { gpu: g, need });
+            }
+        }
         tracing::info!(target: "job", job_id = %job_id, "running {} on {} (model {})", claim.task.kind(), engine, claim.model);
         self.jobs.accept(
             &job_id,
@@ -565,6 +712,8 @@ impl Scheduler {
             self.env.clone(),
             claim,
             lease,
+            wait,
+            trust,
             self.limits,
             self.tx.clone(),
         ));
@@ -592,6 +741,8 @@ impl Scheduler {
             } => {
                 self.jobs
                     .set_runner(job_id, RunnerRef { pid, epoch }, deadline);
+                // From here its model is resident and held there.
+                self.ledger.release(job_id);
                 self.jobs.set_phase(job_id, JobPhase::Loading);
                 if let (Some((key, estimate, _)), Some(row)) =
                     (self.leases.get(job_id), self.jobs.get(job_id))
@@ -641,6 +792,7 @@ impl Scheduler {
 
     fn on_job_done(&mut self, job_id: &str, runner: RunnerFate, result: Result<JobData, JobError>) {
         self.tasks.remove(job_id);
+        self.ledger.release(job_id);
         let Some((key, _, prompt)) = self.leases.remove(job_id) else {
             // Handed back at a drain timeout: stop what it ran on.
             if let RunnerFate::Alive(child) = runner {
@@ -680,6 +832,22 @@ impl Scheduler {
         let Some(row) = self.jobs.get(job_id).cloned() else {
             return;
         };
+        if row.gen == 0 {
+            // A pinned model's load.
+            self.jobs.finish(job_id);
+            match &result {
+                Ok(_) => {
+                    tracing::info!(target: "worker", "pinned model {} loaded; it stays loaded", row.model)
+                }
+                Err(e) => {
+                    tracing::error!(target: "worker", "pinned model {} could not be loaded: {e}; trying again in {} s", row.model, PIN_RETRY.as_secs())
+                }
+            }
+            let outcome = result.as_ref().map(|_| ()).map_err(|e| e.message.clone());
+            self.record(job_id, Some(&row), &outcome);
+            self.after_job();
+            return;
+        }
         match result {
             Ok(JobData::Bytes { data, ext }) => {
                 // The GPU is free: the upload runs beside the next job.
@@ -819,11 +987,13 @@ impl Scheduler {
         });
     }
 
-    /// After a job ended or freed its slot: a drain may be over.
+    /// After a job ended or freed its slot: a drain may be over, or a
+    /// pinned model may load.
     fn after_job(&mut self) {
         if self.draining() && self.jobs.is_empty() {
             self.finish_drain();
         }
+        self.load_pins();
     }
 
     // ---- breakers -------------------------------------------------------
@@ -881,6 +1051,7 @@ impl Scheduler {
         );
         self.runners
             .set_keep_alive(KeepAlive::from_secs(c.model_keep_alive_secs));
+        self.ledger.set_margin(c.vram_margin_gb);
         self.limits = Limits::from_config(&c);
         self.uploads.attempts = c.upload_attempts;
         self.uploads.results_dir = c.results_dir();
@@ -922,6 +1093,7 @@ impl Scheduler {
         if self.drain_deadline.is_some_and(|d| now >= d) {
             self.hand_back_all();
         }
+        self.load_pins();
         self.heartbeats(pause);
         self.write_status();
     }
@@ -1048,6 +1220,23 @@ impl Scheduler {
                     pinned: r.pinned,
                 })
                 .collect(),
+            gpus: self
+                .ledger
+                .books()
+                .iter()
+                .map(|b| {
+                    let i = b.gpu.index;
+                    snapshot::GpuStatus {
+                        index: i,
+                        name: b.gpu.name.clone(),
+                        total_bytes: b.gpu.total_bytes,
+                        free_bytes: self.ledger.probe_free(i, &self.runners).unwrap_or(0),
+                        held_bytes: self.runners.held_on(i),
+                        reserved_bytes: self.ledger.reserved(i),
+                        available_bytes: self.ledger.available(i, &self.runners).unwrap_or(0),
+                    }
+                })
+                .collect(),
             recent: self.recent.iter().cloned().collect(),
             counters: self.counters.clone(),
         }
@@ -1079,6 +1268,38 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// The environment that pins a runner to `gpu`, with indices in the
+/// probe's order (PCI bus order for NVIDIA).
+fn pin_env(gpu: &Gpu) -> Vec<(String, String)> {
+    let i = gpu.index.to_string();
+    match gpu.vendor {
+        Vendor::Nvidia | Vendor::Fake => vec![
+            ("CUDA_DEVICE_ORDER".into(), "PCI_BUS_ID".into()),
+            ("CUDA_VISIBLE_DEVICES".into(), i),
+        ],
+        Vendor::Amd => vec![("HIP_VISIBLE_DEVICES".into(), i)],
+        Vendor::Apple => Vec::new(),
+    }
+}
+
+/// How often real GPUs are probed for free memory.
+const PROBE_EVERY: Duration = Duration::from_secs(3);
+
+/// Probes the real GPUs every few seconds and reports to the scheduler.
+fn spawn_probe(tx: mpsc::UnboundedSender<Event>) {
+    tokio::spawn(async move {
+        loop {
+            let Ok(gpus) = tokio::task::spawn_blocking(crate::gpu::probe).await else {
+                return;
+            };
+            if tx.send(Event::Probed(gpus)).is_err() {
+                return;
+            }
+            tokio::time::sleep(PROBE_EVERY).await;
+        }
+    });
 }
 
 /// Stops a runner in the background (a shutdown request, then signals).

@@ -110,6 +110,14 @@ pub enum Lease {
     Spawn(SpawnPlan),
 }
 
+impl Resident {
+    /// Device bytes it holds: as reported, else its job's estimate.
+    pub fn held(&self) -> u64 {
+        self.device_bytes
+            .unwrap_or_else(|| super::ledger::bytes_of(self.estimate_gb))
+    }
+}
+
 /// How to start a runner.
 pub struct SpawnPlan {
     program: PathBuf,
@@ -119,6 +127,7 @@ pub struct SpawnPlan {
     delay: Duration,
     max_frame: usize,
     memory_limit: Option<u64>,
+    env: Vec<(String, String)>,
 }
 
 impl SpawnPlan {
@@ -135,6 +144,7 @@ impl SpawnPlan {
             self.epoch,
             self.max_frame,
             self.memory_limit,
+            &self.env,
         )
         .await
         .map(Box::new)
@@ -154,6 +164,8 @@ pub struct Runners {
     backoff: BTreeMap<RunnerKey, Backoff>,
     backoff_template: Backoff,
     keep_alive: KeepAlive,
+    /// Models kept loaded whatever happens.
+    pinned: std::collections::BTreeSet<RunnerKey>,
 }
 
 impl Runners {
@@ -174,12 +186,21 @@ impl Runners {
             backoff: BTreeMap::new(),
             backoff_template: restart,
             keep_alive,
+            pinned: Default::default(),
         }
     }
 
     /// The catalog.
     pub fn catalog(&self) -> &EngineCatalog {
         &self.catalog
+    }
+
+    /// Keeps `key`'s runner whatever keep-alive and eviction would say.
+    pub fn pin(&mut self, key: RunnerKey) {
+        for r in self.residents.iter_mut().filter(|r| r.key == key) {
+            r.pinned = true;
+        }
+        self.pinned.insert(key);
     }
 
     /// Applies a changed keep-alive.
@@ -193,8 +214,13 @@ impl Runners {
     }
 
     /// A runner for `job_id` on `key`: the resident one when idle, else a
-    /// plan to start one.
-    pub fn lease(&mut self, key: &RunnerKey, job_id: &str) -> Result<Lease, ChildFailure> {
+    /// plan to start one with `env` added (its GPU pinning).
+    pub fn lease(
+        &mut self,
+        key: &RunnerKey,
+        job_id: &str,
+        env: Vec<(String, String)>,
+    ) -> Result<Lease, ChildFailure> {
         if let Some(r) = self.residents.iter_mut().find(|r| &r.key == key) {
             if let Some(child) = r.child.take() {
                 r.job = Some(job_id.to_string());
@@ -231,6 +257,7 @@ impl Runners {
             delay,
             max_frame: self.max_frame,
             memory_limit: self.memory_limit,
+            env,
         }))
     }
 
@@ -258,6 +285,49 @@ impl Runners {
         before - self.residents.len()
     }
 
+    /// True when `key`'s model has a runner.
+    pub fn is_resident(&self, key: &RunnerKey) -> bool {
+        self.residents.iter().any(|r| &r.key == key)
+    }
+
+    /// Bytes held on `gpu` by resident models.
+    pub fn held_on(&self, gpu: u32) -> u64 {
+        self.on(gpu).map(Resident::held).sum()
+    }
+
+    /// Bytes held on `gpu` by pinned models.
+    pub fn pinned_on(&self, gpu: u32) -> u64 {
+        self.on(gpu).filter(|r| r.pinned).map(Resident::held).sum()
+    }
+
+    /// Idle, unpinned runners on `gpu` with what they hold, least recently
+    /// used first: what may be stopped to make room.
+    pub fn evictable_on(&self, gpu: u32) -> Vec<(u32, u64)> {
+        let mut v: Vec<&Resident> = self
+            .on(gpu)
+            .filter(|r| !r.pinned && r.child.is_some())
+            .collect();
+        v.sort_by_key(|r| r.last_used);
+        v.into_iter().map(|r| (r.pid, r.held())).collect()
+    }
+
+    fn on(&self, gpu: u32) -> impl Iterator<Item = &Resident> {
+        self.residents
+            .iter()
+            .filter(move |r| r.key.gpu == Some(gpu))
+    }
+
+    /// Takes the idle runner `pid` out to be stopped (eviction).
+    pub fn evict(&mut self, pid: u32) -> Option<(Resident, Box<RunnerChild>)> {
+        let i = self
+            .residents
+            .iter()
+            .position(|r| r.pid == pid && r.child.is_some())?;
+        let mut r = self.residents.remove(i);
+        let child = r.child.take()?;
+        Some((r, child))
+    }
+
     /// A job started on runner `pid`: registers it when it is new.
     pub fn started(
         &mut self,
@@ -283,7 +353,7 @@ impl Runners {
             device_bytes: None,
             estimate_gb,
             last_used: Instant::now(),
-            pinned: false,
+            pinned: self.pinned.contains(key),
         });
     }
 

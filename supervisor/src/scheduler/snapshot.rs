@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub jobs: Vec<JobStatus>,
     /// Live runners, one per loaded model.
     pub runners: Vec<RunnerStatus>,
+    /// The GPU memory ledger, per GPU.
+    pub gpus: Vec<GpuStatus>,
     /// The last finished jobs, newest last (at most [`RECENT`]).
     pub recent: Vec<Finished>,
     /// Totals since start.
@@ -136,6 +138,26 @@ pub struct RunnerStatus {
     pub idle_ms: u64,
     /// Kept loaded whatever happens.
     pub pinned: bool,
+}
+
+/// One GPU's ledger.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuStatus {
+    /// Index in the probe's order.
+    pub index: u32,
+    /// Name.
+    pub name: String,
+    /// Memory in all.
+    pub total_bytes: u64,
+    /// Free as probed (a fake GPU: as its ledger says).
+    pub free_bytes: u64,
+    /// Held by resident models.
+    pub held_bytes: u64,
+    /// Reserved by accepted jobs whose model is not resident yet.
+    pub reserved_bytes: u64,
+    /// What a new model may take now (free less reserved less margin).
+    pub available_bytes: u64,
 }
 
 /// A finished job.

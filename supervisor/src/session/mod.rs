@@ -153,12 +153,14 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let (sig_tx, mut shutdown) = watch::channel(0u32);
     spawn_signal_watch(sig_tx)?;
     let cfg = wait_for_credentials(&config_path, &mut shutdown).await?;
-    let host = HostFacts::probe();
+    let gpus = crate::gpu::probe();
+    let host = HostFacts::with_gpus(&gpus);
     let catalog = EngineCatalog::discover(&cfg);
     let worker_id = cfg.worker_id.clone().unwrap_or_default();
     let auth_token = cfg.auth_token.clone().unwrap_or_default();
+    // One session: the largest GPU (the one `vramTotalGb` advertises).
     let slot = SlotSetup {
-        gpu: None,
+        gpu: largest_gpu(&gpus),
         target: Some(UploadTarget {
             api_base_url: cfg.api_base_url.clone(),
             worker_id: worker_id.clone(),
@@ -170,7 +172,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         host,
         catalog,
         slots: vec![slot],
-        allow_local_files: false,
+        gpus,
         cfg: cfg.clone(),
     });
     spawn_config_watch(config_path.clone(), cfg.clone(), handle.clone());
@@ -204,6 +206,16 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     handle.stop().await;
     let _ = task.await;
     outcome
+}
+
+/// The index of the GPU with the most memory (the first of equals).
+fn largest_gpu(gpus: &[crate::gpu::Gpu]) -> Option<u32> {
+    gpus.iter()
+        .fold(None::<&crate::gpu::Gpu>, |best, g| match best {
+            Some(b) if b.total_bytes >= g.total_bytes => Some(b),
+            _ => Some(g),
+        })
+        .map(|g| g.index)
 }
 
 /// Re-reads the config file every second and hands a changed one to the

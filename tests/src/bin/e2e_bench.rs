@@ -73,6 +73,7 @@ fn channel_round_trip(size: u32, iterations: usize) -> (Vec<Duration>, usize) {
             model_files: Default::default(),
             inputs: Default::default(),
             scratch_dir: None,
+            preload: false,
         };
         let t0 = Instant::now();
         send(&ToRunner::Job(Box::new(job)));

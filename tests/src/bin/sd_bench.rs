@@ -70,6 +70,7 @@ fn job(i: usize, m: &tiny_sd::TinyZImage) -> ToRunner {
         model_files: local,
         inputs: BTreeMap::new(),
         scratch_dir: None,
+        preload: false,
     }))
 }
 

@@ -31,10 +31,7 @@ impl Engine for Synthetic {
         job: &JobRequest,
         report: &mut dyn Reporter,
     ) -> Result<JobOutput, EngineError> {
-        if self.model.as_deref() != Some(job.model.as_str()) {
-            report.loaded(0, None);
-            self.model = Some(job.model.clone());
-        }
+        self.preload(job, report)?;
         let key = task_key(&job.task);
         match &job.task {
             Task::Image(t) => image::run(t, &key, report),
@@ -43,6 +40,14 @@ impl Engine for Synthetic {
             Task::AudioTts(t) => audio::speak(t, &key, report),
             Task::Video(t) => video::run(t, &key, job, report),
         }
+    }
+
+    fn preload(&mut self, job: &JobRequest, report: &mut dyn Reporter) -> Result<(), EngineError> {
+        if self.model.as_deref() != Some(job.model.as_str()) {
+            report.loaded(0, None);
+            self.model = Some(job.model.clone());
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,210 @@
+//! GPU-memory admission end to end: the real worker and runners, the fake
+//! studio, and fake GPUs (`STUDIO_WORKER_FAKE_GPUS`) whose free memory
+//! follows the worker's own ledger.
+
+use serde_json::{json, Value};
+use studio_worker_tests::claims::{claim_with, image};
+use studio_worker_tests::proc::alive;
+use studio_worker_tests::start_worker;
+use studio_worker_tests::studio::FakeStudio;
+
+/// A synthetic image job for `model` that says it needs `gb` of GPU memory.
+fn job(id: &str, model: &str, gb: f64) -> Value {
+    let mut c = claim_with(id, model, image(16, 16, "png"));
+    c["vramGbEstimate"] = json!(gb);
+    c
+}
+
+/// The resident runners in a status: model → (pid, loads).
+fn residents(status: &Value) -> Vec<(String, u64, u64)> {
+    let mut v: Vec<_> = status["runners"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    (
+                        r["model"].as_str().unwrap_or_default().to_string(),
+                        r["pid"].as_u64().unwrap_or(0),
+                        r["loads"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_above_the_threshold_is_rejected_naming_both() {
+    let studio = FakeStudio::start().await;
+    let (_home, _worker) = start_worker(
+        &studio,
+        "vram_threshold_gb = 12.0\n",
+        &[("STUDIO_WORKER_FAKE_GPUS", "24")],
+    )
+    .await;
+    studio.offer(job("big", "m-big", 13.0));
+    let reject = studio.wait_frame("reject", "big").await;
+    assert!(reject.get("code").is_none_or(Value::is_null), "{reject}");
+    let reason = reject["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("13 GB") && reason.contains("12 GB"),
+        "{reason}"
+    );
+    // Within the threshold it runs.
+    studio.offer(job("small", "m-small", 11.0));
+    studio.wait_upload("small").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_needs_room_stops_the_least_recently_used_idle_runner() {
+    let studio = FakeStudio::start().await;
+    let (home, _worker) = start_worker(
+        &studio,
+        "vram_threshold_gb = 8.0\n",
+        &[("STUDIO_WORKER_FAKE_GPUS", "8")],
+    )
+    .await;
+    // 8 GB, 1 GB margin: two 3 GB models fit side by side, a third does not.
+    studio.offer(job("a1", "m-a", 3.0));
+    studio.wait_upload("a1").await;
+    studio.offer(job("b1", "m-b", 3.0));
+    studio.wait_upload("b1").await;
+    // A second job on a resident model: no second load.
+    studio.offer(job("b2", "m-b", 3.0));
+    studio.wait_upload("b2").await;
+    let status = home
+        .wait_status("two models resident, 6 GB held", |s| {
+            s["runners"].as_array().is_some_and(|r| r.len() == 2)
+                && s["gpus"][0]["heldBytes"].as_u64() == Some(6 << 30)
+                && s["counters"]["completed"].as_u64() == Some(3)
+        })
+        .await;
+    let before = residents(&status);
+    assert_eq!(
+        before
+            .iter()
+            .map(|r| (r.0.as_str(), r.2))
+            .collect::<Vec<_>>(),
+        [("m-a", 1), ("m-b", 1)],
+        "one load each: {status}"
+    );
+    let (pid_a, pid_b) = (before[0].1 as u32, before[1].1 as u32);
+    // The runner is pinned to the GPU it was admitted on.
+    let environ = std::fs::read(format!("/proc/{pid_a}/environ")).expect("runner environ");
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        environ.contains("CUDA_VISIBLE_DEVICES=0")
+            && environ.contains("CUDA_DEVICE_ORDER=PCI_BUS_ID"),
+        "runner pinned to GPU 0"
+    );
+
+    // A third model: m-a was used longest ago, so it makes the room.
+    studio.offer(job("c1", "m-c", 3.0));
+    studio.wait_upload("c1").await;
+    assert!(studio.frames("reject").is_empty());
+    let status = home
+        .wait_status("m-a evicted, m-c resident", |s| {
+            let r = residents(s);
+            r.len() == 2 && r.iter().any(|r| r.0 == "m-c")
+        })
+        .await;
+    let after = residents(&status);
+    assert_eq!(
+        after.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        ["m-b", "m-c"],
+        "{status}"
+    );
+    assert_eq!(after[0].1 as u32, pid_b, "m-b kept its runner");
+    studio_worker_tests::bounds::until(
+        "the evicted runner's process to exit",
+        studio_worker_tests::bounds::event(),
+        || (!alive(pid_a)).then_some(()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_that_cannot_fit_now_is_rejected_busy_with_needed_and_free() {
+    let studio = FakeStudio::start().await;
+    // Another program holds 5 of the 8 GB: 2 GB left beyond the margin.
+    let (_home, _worker) = start_worker(
+        &studio,
+        "vram_threshold_gb = 8.0\n",
+        &[("STUDIO_WORKER_FAKE_GPUS", "8:5")],
+    )
+    .await;
+    studio.offer(job("too-big", "m-x", 3.0));
+    let reject = studio.wait_frame("reject", "too-big").await;
+    assert_eq!(reject["code"], "busy", "{reject}");
+    let reason = reject["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("needs 3.0 GB") && reason.contains("2.0 GB is free"),
+        "{reason}"
+    );
+    studio.offer(job("fits", "m-y", 1.5));
+    studio.wait_upload("fits").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_model_loads_at_start_and_survives_eviction_and_keep_alive() {
+    let studio = FakeStudio::start().await;
+    let pinned = "vram_threshold_gb = 8.0\nmodel_keep_alive_secs = 300\n\n[[models]]\nname = \"pinned-m\"\nengine = \"synthetic\"\npin = true\nvram_gb = 3.0\n";
+    let (home, _worker) = start_worker(&studio, pinned, &[("STUDIO_WORKER_FAKE_GPUS", "8")]).await;
+    // Loaded before any offer.
+    let status = home
+        .wait_status("the pinned model resident", |s| {
+            s["runners"].as_array().is_some_and(|r| {
+                r.iter()
+                    .any(|r| r["model"] == "pinned-m" && r["loads"] == 1)
+            })
+        })
+        .await;
+    let runner = &status["runners"][0];
+    assert_eq!(runner["pinned"], true, "{status}");
+    let pinned_pid = runner["pid"].as_u64().unwrap();
+    assert!(studio.frames("accept").is_empty(), "no offer was needed");
+
+    // 8 GB less the 1 GB margin less 3 GB pinned: one 3 GB model fits
+    // beside it; the next one evicts that, never the pinned model.
+    studio.offer(job("a1", "m-a", 3.0));
+    studio.wait_upload("a1").await;
+    studio.offer(job("c1", "m-c", 3.0));
+    studio.wait_upload("c1").await;
+    let status = home
+        .wait_status("m-c beside the pinned model", |s| {
+            let r = residents(s);
+            r.len() == 2 && r.iter().any(|r| r.0 == "m-c")
+        })
+        .await;
+    let r = residents(&status);
+    assert_eq!(
+        r.iter().map(|r| (r.0.as_str(), r.1)).collect::<Vec<_>>(),
+        [("m-c", r[0].1), ("pinned-m", pinned_pid)],
+        "{status}"
+    );
+    // More than could ever fit beside the pinned model: no code, said so.
+    studio.offer(job("huge", "m-h", 5.0));
+    let reject = studio.wait_frame("reject", "huge").await;
+    assert!(reject.get("code").is_none_or(Value::is_null), "{reject}");
+    let reason = reject["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("pinned") && reason.contains("4.0 GB"),
+        "{reason}"
+    );
+
+    // Keep-alive (changed live to 1 s) stops m-c, not the pinned model.
+    let config = std::fs::read_to_string(home.config()).unwrap();
+    std::fs::write(
+        home.config(),
+        config.replace("model_keep_alive_secs = 300", "model_keep_alive_secs = 1"),
+    )
+    .unwrap();
+    let status = home
+        .wait_status("only the pinned model left", |s| residents(s).len() == 1)
+        .await;
+    assert_eq!(residents(&status)[0].0, "pinned-m");
+    assert_eq!(residents(&status)[0].1, pinned_pid, "the same runner");
+    assert_eq!(residents(&status)[0].2, 1, "never reloaded");
+}
