@@ -15,8 +15,10 @@ pub struct HostFacts {
     pub machine_name: String,
     /// OS user.
     pub username: String,
-    /// Probed GPU memory in GB.
+    /// The largest GPU's memory in GB.
     pub vram_total_gb: f64,
+    /// Each GPU's index and memory in GB.
+    pub gpu_totals_gb: Vec<(u32, f64)>,
 }
 
 impl HostFacts {
@@ -31,8 +33,20 @@ impl HostFacts {
             machine_name: sysinfo::hostname(),
             username: sysinfo::username(),
             vram_total_gb: crate::gpu::largest_total_gb(gpus),
+            gpu_totals_gb: gpus.iter().map(|g| (g.index, g.total_gb())).collect(),
         }
     }
+}
+
+/// Which session a snapshot is for: its GPU (whose memory is advertised)
+/// and the config table its threshold comes from (see
+/// [`crate::settings::SessionPlan`]). The default is the single session.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct For {
+    /// The session's GPU; `None`: the largest.
+    pub gpu: Option<u32>,
+    /// `None`: the top-level threshold; `Some(g)`: `[[worker]] gpu = g`'s.
+    pub table: Option<u32>,
 }
 
 fn short(kind: TaskKind) -> &'static str {
@@ -45,13 +59,14 @@ fn short(kind: TaskKind) -> &'static str {
     }
 }
 
-/// Builds the snapshot from live config; `paused` forces `autoEnabled`
-/// false (disabled, draining or cooling down).
+/// Builds the snapshot of session `of` from live config; `paused` forces
+/// `autoEnabled` false (disabled, draining or cooling down).
 pub fn snapshot(
     cfg: &Config,
     host: &HostFacts,
     catalog: &EngineCatalog,
     paused: bool,
+    of: For,
 ) -> WorkerCapabilities {
     let mut per_kind: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for engine in catalog.names() {
@@ -80,8 +95,11 @@ pub fn snapshot(
         username: host.username.clone(),
         agent_version: env!("CARGO_PKG_VERSION").into(),
         engine: "multi".into(),
-        vram_total_gb: host.vram_total_gb,
-        vram_threshold_gb: cfg.vram_threshold_gb,
+        vram_total_gb: of
+            .gpu
+            .and_then(|g| host.gpu_totals_gb.iter().find(|(i, _)| *i == g))
+            .map_or(host.vram_total_gb, |(_, gb)| *gb),
+        vram_threshold_gb: cfg.threshold_for(of.table),
         auto_enabled: cfg.auto_enabled && !paused,
         auto_start: cfg.auto_start,
         auto_update: Some(cfg.auto_update_enabled),

@@ -30,6 +30,11 @@ pub enum Command {
         /// Studio root URL.
         #[arg(long)]
         api_base_url: String,
+        /// Register the identity of GPU N's own session (a `[[worker]]`
+        /// table, used with `gpus = "all"` or a list) instead of the
+        /// machine's single one.
+        #[arg(long, value_name = "N")]
+        gpu: Option<u32>,
     },
     /// Show worker id, studio URL, threshold, enabled and the last session state.
     Status,

@@ -35,18 +35,32 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Register {
             bootstrap_token,
             api_base_url,
+            gpu,
         } => {
             let cfg = Config::load(&path)?;
             let catalog = runner::EngineCatalog::discover(&cfg);
+            if let Some(g) = gpu {
+                let gpus = gpu::probe();
+                if !gpus.iter().any(|x| x.index == g) {
+                    eprintln!("warning: GPU {g} is not on this host now ({} detected); registering anyway", gpus.len());
+                }
+            }
             let id = register::register(
                 &path,
                 cfg,
                 Secret::new(bootstrap_token),
                 api_base_url,
                 &catalog,
+                gpu,
             )
             .await?;
-            println!("registered as {id}; identity stored in {}", path.display());
+            let table = gpu
+                .map(|g| format!(" ([[worker]] gpu = {g})"))
+                .unwrap_or_default();
+            println!(
+                "registered as {id}; identity stored in {}{table}",
+                path.display()
+            );
             Ok(())
         }
         Command::Status => {
@@ -85,6 +99,26 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     g.name,
                     g.total_gb()
                 );
+            }
+            match crate::settings::identities(&cfg, &gpus) {
+                Ok(ids) if ids != [None] => {
+                    for g in ids.into_iter().flatten() {
+                        let id = cfg.identity(Some(g));
+                        let who = match (&id.worker_id, &id.registration_request_id) {
+                            (Some(w), _) if id.has_credentials() => format!("approved as {w}"),
+                            (_, Some(rr)) => format!("pending operator approval (request {rr})"),
+                            _ => format!(
+                                "not registered: run `studio-worker register --gpu {g} ...`"
+                            ),
+                        };
+                        println!(
+                            "session gpu {g}: {who}, threshold {} GB",
+                            cfg.threshold_for(Some(g))
+                        );
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => println!("error:         {e}"),
             }
             let largest = gpu::largest_total_gb(&gpus);
             if largest > 0.0 && cfg.vram_threshold_gb > largest {

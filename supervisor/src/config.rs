@@ -140,6 +140,73 @@ pub struct Config {
     /// Named models (`[[models]]`); `pin = true` ones load at start.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<crate::models::named::NamedModel>,
+    /// One studio session per GPU: `"all"` or a list of indices. Unset:
+    /// one session, on the largest GPU, with the top-level identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<GpuSelection>,
+    /// The per-GPU identities (`[[worker]]`), used when `gpus` is set.
+    #[serde(rename = "worker", skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerTable>,
+}
+
+/// `gpus = "all"` or `gpus = [0, 2]`, as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum GpuSelection {
+    /// Indices as the probe numbers them.
+    List(Vec<u32>),
+    /// A word; only `"all"` means something (checked when resolved).
+    Word(String),
+}
+
+/// One `[[worker]]` table: the studio identity of one GPU's session.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WorkerTable {
+    /// The GPU index (as `status` lists them).
+    pub gpu: u32,
+    /// Set by registration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    /// Set by registration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_token: Option<Secret>,
+    /// This GPU's own install id for the approval flow (generated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub install_id: Option<String>,
+    /// Pending approval request (cleared on decision).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registration_request_id: Option<String>,
+    /// Bearer for polling the approval request (cleared on decision).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registration_secret: Option<Secret>,
+    /// This GPU's largest `vramGbEstimate`; default: the top-level one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vram_threshold_gb: Option<f64>,
+}
+
+/// A studio identity and its approval state: the top-level keys (one
+/// session) or one `[[worker]]` table's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Identity {
+    /// Set by registration.
+    pub worker_id: Option<String>,
+    /// Set by registration.
+    pub auth_token: Option<Secret>,
+    /// Per-install id for the approval flow.
+    pub install_id: Option<String>,
+    /// Pending approval request.
+    pub registration_request_id: Option<String>,
+    /// Bearer for polling the approval request.
+    pub registration_secret: Option<Secret>,
+}
+
+impl Identity {
+    /// True when both credentials are present.
+    pub fn has_credentials(&self) -> bool {
+        self.worker_id.as_deref().is_some_and(|w| !w.is_empty())
+            && self.auth_token.as_ref().is_some_and(|t| !t.is_empty())
+    }
 }
 
 impl Default for Config {
@@ -183,6 +250,8 @@ impl Default for Config {
             model_keep_alive_secs: 300,
             vram_margin_gb: 1.0,
             models: Vec::new(),
+            gpus: None,
+            workers: Vec::new(),
         }
     }
 }
@@ -254,11 +323,16 @@ impl Config {
     /// The config as TOML with every secret replaced by `"***"`.
     pub fn redacted_toml(&self) -> String {
         let mut c = self.clone();
-        for s in [
+        let mut secrets = vec![
             &mut c.auth_token,
             &mut c.bootstrap_token,
             &mut c.registration_secret,
-        ] {
+        ];
+        for w in &mut c.workers {
+            secrets.push(&mut w.auth_token);
+            secrets.push(&mut w.registration_secret);
+        }
+        for s in secrets {
             if s.is_some() {
                 *s = Some(Secret::new("***"));
             }
@@ -266,10 +340,73 @@ impl Config {
         toml::to_string_pretty(&c).unwrap_or_default()
     }
 
-    /// True when both credentials are present.
+    /// True when the top-level credentials are present.
     pub fn has_credentials(&self) -> bool {
-        self.worker_id.as_deref().is_some_and(|w| !w.is_empty())
-            && self.auth_token.as_ref().is_some_and(|t| !t.is_empty())
+        self.identity(None).has_credentials()
+    }
+
+    /// The identity of GPU `gpu`'s `[[worker]]` table (empty if it has
+    /// none), or the top-level one for `None`.
+    pub fn identity(&self, gpu: Option<u32>) -> Identity {
+        match gpu {
+            None => Identity {
+                worker_id: self.worker_id.clone(),
+                auth_token: self.auth_token.clone(),
+                install_id: self.install_id.clone(),
+                registration_request_id: self.registration_request_id.clone(),
+                registration_secret: self.registration_secret.clone(),
+            },
+            Some(g) => self
+                .workers
+                .iter()
+                .find(|w| w.gpu == g)
+                .map(|w| Identity {
+                    worker_id: w.worker_id.clone(),
+                    auth_token: w.auth_token.clone(),
+                    install_id: w.install_id.clone(),
+                    registration_request_id: w.registration_request_id.clone(),
+                    registration_secret: w.registration_secret.clone(),
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Stores `id` at the top level (`None`) or in GPU `gpu`'s `[[worker]]`
+    /// table, adding the table if there is none.
+    pub fn set_identity(&mut self, gpu: Option<u32>, id: Identity) {
+        let Some(g) = gpu else {
+            self.worker_id = id.worker_id;
+            self.auth_token = id.auth_token;
+            self.install_id = id.install_id;
+            self.registration_request_id = id.registration_request_id;
+            self.registration_secret = id.registration_secret;
+            return;
+        };
+        let i = match self.workers.iter().position(|w| w.gpu == g) {
+            Some(i) => i,
+            None => {
+                self.workers.push(WorkerTable {
+                    gpu: g,
+                    ..Default::default()
+                });
+                self.workers.len() - 1
+            }
+        };
+        let w = &mut self.workers[i];
+        w.worker_id = id.worker_id;
+        w.auth_token = id.auth_token;
+        w.install_id = id.install_id;
+        w.registration_request_id = id.registration_request_id;
+        w.registration_secret = id.registration_secret;
+    }
+
+    /// The threshold of the session whose identity is `table` (a
+    /// `[[worker]]` table's own, else the top-level one).
+    pub fn threshold_for(&self, table: Option<u32>) -> f64 {
+        table
+            .and_then(|g| self.workers.iter().find(|w| w.gpu == g))
+            .and_then(|w| w.vram_threshold_gb)
+            .unwrap_or(self.vram_threshold_gb)
     }
 
     /// `models_root` with `~` expanded.

@@ -21,5 +21,6 @@ pub mod register;
 pub mod runner;
 pub mod scheduler;
 pub mod session;
+pub mod settings;
 pub mod state;
 pub mod sysinfo;

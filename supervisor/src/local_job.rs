@@ -153,6 +153,7 @@ pub async fn run(cfg: &Config, args: JobArgs) -> anyhow::Result<()> {
         gpus: Vec::new(),
         slots: vec![SlotSetup {
             gpu: None,
+            table: None,
             target: None,
         }],
     });

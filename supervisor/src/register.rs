@@ -10,28 +10,45 @@ use studio_protocol::studio::http::{
 };
 use studio_protocol::Secret;
 
-use crate::capabilities::{snapshot, HostFacts};
+use crate::capabilities::{snapshot, For, HostFacts};
 use crate::config::Config;
 use crate::runner::EngineCatalog;
 
-/// Registers and stores the identity in the config file (mode 0600).
+/// The capabilities a registration for identity `table` advertises.
+fn capabilities_for(
+    cfg: &Config,
+    catalog: &EngineCatalog,
+    table: Option<u32>,
+) -> studio_protocol::studio::WorkerCapabilities {
+    let gpus = crate::gpu::probe();
+    let of = For {
+        gpu: table.or_else(|| crate::settings::largest_gpu(&gpus)),
+        table,
+    };
+    snapshot(cfg, &HostFacts::with_gpus(&gpus), catalog, false, of)
+}
+
+/// Registers and stores the identity in the config file (mode 0600): the
+/// top-level one for `table = None`, else GPU `table`'s `[[worker]]`.
 pub async fn register(
     config_path: &Path,
     mut cfg: Config,
     bootstrap_token: Secret,
     api_base_url: String,
     catalog: &EngineCatalog,
+    table: Option<u32>,
 ) -> anyhow::Result<String> {
     let changed_studio = api_base_url != cfg.api_base_url;
     cfg.api_base_url = api_base_url;
+    let mut id = cfg.identity(table);
     let body = BootstrapRegisterRequest {
         bootstrap_token: bootstrap_token.clone(),
-        capabilities: snapshot(&cfg, &HostFacts::probe(), catalog, false),
+        capabilities: capabilities_for(&cfg, catalog, table),
         // Re-registering with the same studio keeps the identity.
         worker_id: if changed_studio {
             None
         } else {
-            cfg.worker_id.clone()
+            id.worker_id.clone()
         },
     };
     let url = http_url(&cfg.api_base_url, "/workers/register");
@@ -60,8 +77,9 @@ pub async fn register(
     if answer.worker_id.is_empty() || answer.auth_token.is_empty() {
         bail!("registration answer has an empty workerId or authToken");
     }
-    cfg.worker_id = Some(answer.worker_id.clone());
-    cfg.auth_token = Some(answer.auth_token);
+    id.worker_id = Some(answer.worker_id.clone());
+    id.auth_token = Some(answer.auth_token);
+    cfg.set_identity(table, id);
     cfg.save(config_path)?;
     Ok(answer.worker_id)
 }
@@ -95,12 +113,14 @@ fn new_install_id() -> String {
     )
 }
 
-/// Creates the approval request if there is none, else polls it once.
-/// Transient trouble is logged and reported as `Pending`.
+/// Creates the approval request of identity `table` (see [`register`]) if
+/// there is none, else polls it once. Transient trouble is logged and
+/// reported as `Pending`.
 pub async fn approval_step(
     config_path: &Path,
     mut cfg: Config,
     catalog: &EngineCatalog,
+    table: Option<u32>,
 ) -> anyhow::Result<Approval> {
     use sha2::Digest;
     use studio_protocol::studio::http::{
@@ -109,16 +129,17 @@ pub async fn approval_step(
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;
+    let mut id = cfg.identity(table);
     let (Some(request_id), Some(secret)) = (
-        cfg.registration_request_id.clone(),
-        cfg.registration_secret.clone(),
+        id.registration_request_id.clone(),
+        id.registration_secret.clone(),
     ) else {
-        let install_id = cfg.install_id.clone().unwrap_or_else(new_install_id);
+        let install_id = id.install_id.clone().unwrap_or_else(new_install_id);
         let secret = random_hex(32);
         let body = RegisterRequestBody {
             install_id: install_id.clone(),
             registration_secret_hash: hex::encode(sha2::Sha256::digest(secret.as_bytes())),
-            capabilities: snapshot(&cfg, &HostFacts::probe(), catalog, false),
+            capabilities: capabilities_for(&cfg, catalog, table),
             user_agent: format!("studio-worker/{}", env!("CARGO_PKG_VERSION")),
             label: None,
         };
@@ -136,9 +157,10 @@ pub async fn approval_step(
         match answer {
             Ok(r) => {
                 tracing::info!(target: "worker", "waiting for operator approval (request {})", r.request_id);
-                cfg.install_id = Some(install_id);
-                cfg.registration_request_id = Some(r.request_id);
-                cfg.registration_secret = Some(Secret::new(secret));
+                id.install_id = Some(install_id);
+                id.registration_request_id = Some(r.request_id);
+                id.registration_secret = Some(Secret::new(secret));
+                cfg.set_identity(table, id);
                 cfg.save(config_path)?;
             }
             Err(e) => tracing::warn!(target: "worker", "approval request failed, retrying: {e}"),
@@ -158,8 +180,9 @@ pub async fn approval_step(
     };
     if resp.status().as_u16() == 404 {
         tracing::warn!(target: "worker", "approval request {request_id} is unknown to the studio; making a new one");
-        cfg.registration_request_id = None;
-        cfg.registration_secret = None;
+        id.registration_request_id = None;
+        id.registration_secret = None;
+        cfg.set_identity(table, id);
         cfg.save(config_path)?;
         return Ok(Approval::Pending);
     }
@@ -180,16 +203,18 @@ pub async fn approval_step(
             worker_id,
             auth_token,
         } => {
-            cfg.worker_id = Some(worker_id.clone());
-            cfg.auth_token = Some(auth_token);
-            cfg.registration_request_id = None;
-            cfg.registration_secret = None;
+            id.worker_id = Some(worker_id.clone());
+            id.auth_token = Some(auth_token);
+            id.registration_request_id = None;
+            id.registration_secret = None;
+            cfg.set_identity(table, id);
             cfg.save(config_path)?;
             Approval::Approved(worker_id)
         }
         RegisterPollResponse::Rejected { reason } => {
-            cfg.registration_request_id = None;
-            cfg.registration_secret = None;
+            id.registration_request_id = None;
+            id.registration_secret = None;
+            cfg.set_identity(table, id);
             cfg.save(config_path)?;
             Approval::Rejected(reason)
         }

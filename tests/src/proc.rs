@@ -74,10 +74,16 @@ impl WorkerHome {
 
     /// Runs a one-shot `studio-worker` command to completion.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        self.cli_with(args, &[])
+    }
+
+    /// [`WorkerHome::cli`] with extra environment variables.
+    pub fn cli_with(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         std::process::Command::new(bin("studio-worker"))
             .arg("--config")
             .arg(self.config())
             .args(args)
+            .envs(env.iter().copied())
             .output()
             .expect("run studio-worker")
     }

@@ -68,6 +68,9 @@ pub enum Decision {
     Pending,
     /// Approved: the worker gets the fake studio's identity.
     Approved,
+    /// Approved as another identity (id, token), one added with
+    /// [`FakeStudio::add_identity`].
+    ApprovedAs(String, String),
     /// Rejected with a reason.
     Rejected(String),
 }
@@ -113,6 +116,10 @@ struct Feed {
 struct Inner {
     worker_id: String,
     token: String,
+    /// More identities (one per GPU of a multi-GPU worker): id → token.
+    others: HashMap<String, String>,
+    /// The live session of each other identity.
+    other_sessions: HashMap<String, mpsc::UnboundedSender<Command>>,
     bootstrap_token: String,
     events: Vec<(Instant, Event)>,
     session: Option<mpsc::UnboundedSender<Command>>,
@@ -131,6 +138,16 @@ struct Shared {
     inner: Mutex<Inner>,
     notify: Notify,
     kill: watch::Sender<u64>,
+}
+
+impl Inner {
+    /// The token of identity `worker_id`, if the studio knows it.
+    fn token_of(&self, worker_id: &str) -> Option<&str> {
+        if worker_id == self.worker_id {
+            return Some(&self.token);
+        }
+        self.others.get(worker_id).map(String::as_str)
+    }
 }
 
 impl Shared {
@@ -534,6 +551,36 @@ impl FakeStudio {
         .await
     }
 
+    /// Accepts another identity besides [`WORKER_ID`] (a multi-GPU worker
+    /// holds one session per GPU, each with its own identity).
+    pub fn add_identity(&self, worker_id: &str, token: &str) {
+        self.shared
+            .lock()
+            .others
+            .insert(worker_id.into(), token.into());
+    }
+
+    /// Waits until identity `worker_id` (added with
+    /// [`FakeStudio::add_identity`]) has a welcomed session.
+    pub async fn wait_session_of(&self, worker_id: &str) {
+        let what = format!("a session of {worker_id}");
+        self.wait_state(bounds::event(), &what, |i| {
+            i.other_sessions.contains_key(worker_id).then_some(())
+        })
+        .await
+    }
+
+    /// Sends an offer for `claim` to identity `worker_id`'s session.
+    pub fn offer_to(&self, worker_id: &str, claim: Value) {
+        let tx = self.shared.lock().other_sessions.get(worker_id).cloned();
+        let Some(tx) = tx else {
+            panic!("no live session of {worker_id}")
+        };
+        let _ = tx.send(Command::Text(
+            json!({"type": "offer", "claim": claim}).to_string(),
+        ));
+    }
+
     fn command(&self, c: Command) {
         let tx = self.shared.lock().session.clone();
         match tx {
@@ -687,12 +734,9 @@ async fn connect(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let (expected, worker_id) = {
-        let i = shared.lock();
-        (format!("Bearer {}", i.token), i.worker_id.clone())
-    };
+    let expected = shared.lock().token_of(&id).map(|t| format!("Bearer {t}"));
     let authorization = bearer(&headers);
-    if authorization != expected || id != worker_id {
+    if expected.as_deref() != Some(authorization.as_str()) {
         return (
             StatusCode::UNAUTHORIZED,
             Json(json!({"error": "unauthorized"})),
@@ -709,7 +753,7 @@ async fn connect(
         protocol,
     });
     ws.protocols(["studio-worker-v1"])
-        .on_upgrade(move |socket| session(shared, socket))
+        .on_upgrade(move |socket| session(shared, socket, id))
 }
 
 fn close_msg(code: u16, reason: &str) -> Message {
@@ -719,7 +763,7 @@ fn close_msg(code: u16, reason: &str) -> Message {
     }))
 }
 
-async fn session(shared: Arc<Shared>, mut socket: WebSocket) {
+async fn session(shared: Arc<Shared>, mut socket: WebSocket, worker_id: String) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut kill = shared.kill.subscribe();
     let mut welcomed = false;
@@ -736,7 +780,7 @@ async fn session(shared: Arc<Shared>, mut socket: WebSocket) {
                     Command::Binary(b) => Message::Binary(Bytes::from(b)),
                     Command::Close(code, reason) => {
                         let _ = socket.send(close_msg(code, &reason)).await;
-                        shared.lock().session = None;
+                        shared.lock().forget(&worker_id);
                         shared.push(Event::Closed(Some(code)));
                         return;
                     }
@@ -749,7 +793,7 @@ async fn session(shared: Arc<Shared>, mut socket: WebSocket) {
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t.to_string(),
                     Some(Ok(Message::Close(frame))) => {
-                        shared.lock().session = None;
+                        shared.lock().forget(&worker_id);
                         shared.push(Event::Closed(frame.map(|f| f.code)));
                         return;
                     }
@@ -764,7 +808,7 @@ async fn session(shared: Arc<Shared>, mut socket: WebSocket) {
                     shared.push(Event::Frame(json!({"type": "<not json>", "text": text})));
                     continue;
                 };
-                let reply = on_frame(&shared, &v, &tx, &mut welcomed);
+                let reply = on_frame(&shared, &worker_id, &v, &tx, &mut welcomed);
                 shared.push(Event::Frame(v));
                 match reply {
                     Reply::None => {}
@@ -783,9 +827,7 @@ async fn session(shared: Arc<Shared>, mut socket: WebSocket) {
             }
         }
     }
-    let mut i = shared.lock();
-    i.session = None;
-    drop(i);
+    shared.lock().forget(&worker_id);
     shared.push(Event::Closed(None));
 }
 
@@ -797,6 +839,7 @@ enum Reply {
 
 fn on_frame(
     shared: &Shared,
+    worker_id: &str,
     v: &Value,
     tx: &mpsc::UnboundedSender<Command>,
     welcomed: &mut bool,
@@ -804,15 +847,18 @@ fn on_frame(
     let mut i = shared.lock();
     match v["type"].as_str().unwrap_or_default() {
         "hello" => {
-            if v["authToken"] != i.token.as_str() {
+            if i.token_of(worker_id).is_none_or(|t| v["authToken"] != t) {
                 return Reply::Refuse(
                     json!({"type": "error", "code": "auth_failed", "message": "bad token"}),
                 );
             }
             *welcomed = true;
-            i.sessions += 1;
-            i.session = Some(tx.clone());
-            let worker_id = i.worker_id.clone();
+            if worker_id == i.worker_id {
+                i.sessions += 1;
+                i.session = Some(tx.clone());
+            } else {
+                i.other_sessions.insert(worker_id.to_string(), tx.clone());
+            }
             drop(i);
             shared.notify.notify_waiters();
             Reply::Send(
@@ -831,6 +877,17 @@ fn on_frame(
             Reply::Send(json!({"type": ty, "jobId": job}))
         }
         _ => Reply::None,
+    }
+}
+
+impl Inner {
+    /// Drops identity `worker_id`'s live session.
+    fn forget(&mut self, worker_id: &str) {
+        if worker_id == self.worker_id {
+            self.session = None;
+        } else {
+            self.other_sessions.remove(worker_id);
+        }
     }
 }
 
@@ -857,7 +914,11 @@ async fn complete(
     headers: HeaderMap,
     mut form: Multipart,
 ) -> Response {
-    if bearer(&headers) != format!("Bearer {}", shared.lock().token) {
+    let expected = shared
+        .lock()
+        .token_of(&worker_id)
+        .map(|t| format!("Bearer {t}"));
+    if expected.as_deref() != Some(bearer(&headers).as_str()) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let mut up = Upload {
@@ -1073,6 +1134,10 @@ async fn register_poll(
             Some((_, Decision::Approved)) => (
                 StatusCode::OK,
                 json!({"status": "approved", "workerId": i.worker_id, "authToken": i.token}),
+            ),
+            Some((_, Decision::ApprovedAs(id, token))) => (
+                StatusCode::OK,
+                json!({"status": "approved", "workerId": id, "authToken": token}),
             ),
             Some((_, Decision::Rejected(r))) => {
                 (StatusCode::OK, json!({"status": "rejected", "reason": r}))

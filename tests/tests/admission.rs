@@ -208,3 +208,189 @@ async fn a_pinned_model_loads_at_start_and_survives_eviction_and_keep_alive() {
     assert_eq!(residents(&status)[0].1, pinned_pid, "the same runner");
     assert_eq!(residents(&status)[0].2, 1, "never reloaded");
 }
+
+/// `CUDA_VISIBLE_DEVICES` of process `pid`.
+fn visible_devices(pid: u32) -> String {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    String::from_utf8_lossy(&environ)
+        .split('\0')
+        .find_map(|kv| kv.strip_prefix("CUDA_VISIBLE_DEVICES="))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gpus_hold_two_sessions_and_a_crash_on_one_fails_only_its_job() {
+    use studio_worker_tests::proc::{Gate, WorkerHome};
+    use studio_worker_tests::studio::{TOKEN, WORKER_ID};
+    let studio = FakeStudio::start().await;
+    studio.add_identity("w-gpu-1", "tok-gpu-1");
+    let home = WorkerHome::new(
+        &studio.url(),
+        None,
+        &format!(
+            "gpus = \"all\"\n\
+             [[worker]]\ngpu = 0\nworker_id = \"{WORKER_ID}\"\nauth_token = \"{TOKEN}\"\n\
+             [[worker]]\ngpu = 1\nworker_id = \"w-gpu-1\"\nauth_token = \"tok-gpu-1\"\nvram_threshold_gb = 6.0\n"
+        ),
+    );
+    let _worker = home.spawn_run(&[
+        ("STUDIO_WORKER_FAKE_GPUS", "24,8"),
+        ("STUDIO_WORKER_FAULT_INJECTION", "1"),
+    ]);
+    studio.wait_session(1).await;
+    studio.wait_session_of("w-gpu-1").await;
+    // Each session advertises its own GPU and threshold.
+    let mut adverts: Vec<(String, f64, f64)> = studio
+        .frames("hello")
+        .iter()
+        .map(|h| {
+            let caps = &h["capabilities"];
+            (
+                h["authToken"].as_str().unwrap_or_default().to_string(),
+                caps["vramTotalGb"].as_f64().unwrap_or(-1.0),
+                caps["vramThresholdGb"].as_f64().unwrap_or(-1.0),
+            )
+        })
+        .collect();
+    adverts.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        adverts,
+        [
+            ("tok-gpu-1".to_string(), 8.0, 6.0),
+            (TOKEN.to_string(), 24.0, 12.0)
+        ]
+    );
+
+    // One job per session, both running at once, each on its own GPU.
+    let (gate0, gate1) = (Gate::new(), Gate::new());
+    studio.offer(claim_with("on-gpu0", &gate0.model(), image(16, 16, "png")));
+    studio.offer_to(
+        "w-gpu-1",
+        claim_with("on-gpu1", &gate1.model(), image(16, 16, "png")),
+    );
+    let (pid0, pid1) = (gate0.started().await, gate1.started().await);
+    assert_ne!(pid0, pid1);
+    assert_eq!(
+        (visible_devices(pid0), visible_devices(pid1)),
+        ("0".to_string(), "1".to_string())
+    );
+    studio.wait_frame("accept", "on-gpu0").await;
+    studio.wait_frame("accept", "on-gpu1").await;
+
+    // SIGKILL of GPU 0's runner fails GPU 0's job only.
+    // SAFETY: killing our own test's grandchild.
+    unsafe {
+        libc::kill(pid0 as i32, libc::SIGKILL);
+    }
+    let fail = studio.wait_frame("fail", "on-gpu0").await;
+    assert!(
+        fail["error"].as_str().unwrap().contains("SIGKILL"),
+        "{fail}"
+    );
+    assert!(alive(pid1), "GPU 1's runner untouched");
+    gate1.open();
+    let upload = studio.wait_upload("on-gpu1").await;
+    assert_eq!(upload.worker_id, "w-gpu-1");
+    assert!(
+        !studio
+            .frames("fail")
+            .iter()
+            .any(|f| f["jobId"] == "on-gpu1"),
+        "GPU 1's job did not fail"
+    );
+    // GPU 0 takes its next job.
+    studio.offer(job("next-gpu0", "m-next", 1.0));
+    studio.wait_upload("next-gpu0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_gpu_asks_for_approval_with_its_own_install_id_and_register_gpu_writes_its_table() {
+    use studio_worker_tests::bounds;
+    use studio_worker_tests::proc::WorkerHome;
+    use studio_worker_tests::studio::{Decision, Event, BOOTSTRAP, WORKER_ID};
+    let studio = FakeStudio::start().await;
+    studio.add_identity("w-gpu-1", "tok-gpu-1");
+    let home = WorkerHome::new(
+        &studio.url(),
+        None,
+        "registration_poll_secs = 1\ngpus = [0, 1]\n",
+    );
+    let env = [("STUDIO_WORKER_FAKE_GPUS", "24,8")];
+    let _worker = home.spawn_run(&env);
+    // Two approval requests, one per GPU (rr-1, rr-2 in the order made),
+    // each advertising its own GPU's memory.
+    let bodies = studio
+        .wait_until(bounds::event(), "two register-requests", |events| {
+            let b: Vec<Value> = events
+                .iter()
+                .filter_map(|(_, e)| match e {
+                    Event::RegisterRequest(b) => Some(b.clone()),
+                    _ => None,
+                })
+                .collect();
+            (b.len() >= 2).then_some(b)
+        })
+        .await;
+    assert_ne!(bodies[0]["installId"], bodies[1]["installId"]);
+    assert_eq!(bodies[0]["capabilities"]["vramTotalGb"], 24.0);
+    assert_eq!(bodies[1]["capabilities"]["vramTotalGb"], 8.0);
+    studio.decide("rr-1", Decision::Approved);
+    studio.decide(
+        "rr-2",
+        Decision::ApprovedAs("w-gpu-1".into(), "tok-gpu-1".into()),
+    );
+    studio.wait_session(1).await;
+    studio.wait_session_of("w-gpu-1").await;
+    let cfg: toml::Value =
+        toml::from_str(&std::fs::read_to_string(home.config()).unwrap()).unwrap();
+    assert!(cfg.get("worker_id").is_none(), "top level untouched: {cfg}");
+    let tables = cfg["worker"].as_array().unwrap();
+    let ids: Vec<(i64, &str, &str)> = tables
+        .iter()
+        .map(|t| {
+            (
+                t["gpu"].as_integer().unwrap(),
+                t["worker_id"].as_str().unwrap(),
+                t["install_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            (0, WORKER_ID, bodies[0]["installId"].as_str().unwrap()),
+            (1, "w-gpu-1", bodies[1]["installId"].as_str().unwrap())
+        ]
+    );
+    // `status` shows each GPU's session.
+    let shown = home.cli_with(&["status"], &env);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("session gpu 0: approved as w-test-1")
+            && shown.contains("session gpu 1: approved as w-gpu-1"),
+        "{shown}"
+    );
+
+    // `register --gpu 2` writes a third table and nothing else.
+    let out = home.cli(&[
+        "register",
+        "--gpu",
+        "2",
+        "--bootstrap-token",
+        BOOTSTRAP,
+        "--api-base-url",
+        &studio.url(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg: toml::Value =
+        toml::from_str(&std::fs::read_to_string(home.config()).unwrap()).unwrap();
+    assert!(cfg.get("worker_id").is_none(), "{cfg}");
+    let third = &cfg["worker"].as_array().unwrap()[2];
+    assert_eq!(third["gpu"].as_integer(), Some(2));
+    assert_eq!(third["worker_id"].as_str(), Some(WORKER_ID));
+}

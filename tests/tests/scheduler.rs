@@ -43,13 +43,10 @@ fn start(home: &std::path::Path, keep_alive: i64) -> (Handle, tokio::task::JoinH
         catalog: EngineCatalog::discover(&cfg),
         cfg,
         status_path: None,
-        host: HostFacts {
-            machine_name: "test".into(),
-            username: "test".into(),
-            vram_total_gb: 0.0,
-        },
+        host: HostFacts::with_gpus(&[]),
         slots: vec![SlotSetup {
             gpu: None,
+            table: None,
             target: None,
         }],
         gpus: Vec::new(),

@@ -82,7 +82,7 @@ pub fn decide(s: &Scheduler, slot: usize, raw: &serde_json::Value) -> Decision {
         }
     }
     if let Ok(c) = &parsed {
-        let threshold = s.cfg.vram_threshold_gb;
+        let threshold = s.threshold(slot);
         if c.vram_gb_estimate > threshold {
             let reason = format!(
                 "job needs {} GB of GPU memory (vramGbEstimate) but this worker takes jobs up to {threshold} GB (vram_threshold_gb)",

@@ -189,6 +189,9 @@ impl Handle {
 pub struct SlotSetup {
     /// GPU index (`None`: no GPU or one unnamed).
     pub gpu: Option<u32>,
+    /// Where its threshold lives: `None` the top level, `Some(g)` the
+    /// `[[worker]]` table of GPU `g` (see [`crate::settings::SessionPlan`]).
+    pub table: Option<u32>,
     /// Where its binary results go (`None`: local jobs only).
     pub target: Option<UploadTarget>,
 }
@@ -227,6 +230,7 @@ struct SessionLink {
 
 struct Slot {
     gpu: Option<u32>,
+    table: Option<u32>,
     target: Option<UploadTarget>,
     session: Option<SessionLink>,
     live_gen: watch::Sender<u64>,
@@ -282,6 +286,7 @@ pub fn start(setup: Setup) -> (Handle, watch::Receiver<Life>, tokio::task::JoinH
         .enumerate()
         .map(|(i, s)| Slot {
             gpu: s.gpu,
+            table: s.table,
             target: s.target,
             session: None,
             live_gen: watch::channel(0).0,
@@ -525,8 +530,23 @@ impl Scheduler {
     }
 
     fn capabilities(&self, slot: usize) -> WorkerCapabilities {
-        let _ = slot;
-        crate::capabilities::snapshot(&self.cfg, &self.host, self.runners.catalog(), self.paused())
+        let of = crate::capabilities::For {
+            gpu: self.slot_gpu(slot),
+            table: self.slots.get(slot).and_then(|s| s.table),
+        };
+        crate::capabilities::snapshot(
+            &self.cfg,
+            &self.host,
+            self.runners.catalog(),
+            self.paused(),
+            of,
+        )
+    }
+
+    /// The largest estimate `slot` takes (its table's, else the top level).
+    fn threshold(&self, slot: usize) -> f64 {
+        self.cfg
+            .threshold_for(self.slots.get(slot).and_then(|s| s.table))
     }
 
     /// The GPU of `slot`, if it has one.
@@ -1060,6 +1080,10 @@ impl Scheduler {
             (
                 c.auto_enabled,
                 c.vram_threshold_gb.to_bits(),
+                c.workers
+                    .iter()
+                    .map(|w| (w.gpu, w.vram_threshold_gb.map(f64::to_bits)))
+                    .collect::<Vec<_>>(),
                 c.supported_models_override.clone(),
             )
         };

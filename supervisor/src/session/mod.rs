@@ -22,6 +22,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use studio_protocol::Secret;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::capabilities::HostFacts;
 use crate::config::Config;
@@ -53,8 +54,11 @@ pub struct Session {
 
 impl Session {
     /// Records a state change for `status` (state.json and the snapshot).
+    /// `state.json` holds the first session's; the snapshot has each.
     fn record(&self, state: &str, detail: Option<String>) {
-        crate::state::record(&self.config_path, state, detail.clone());
+        if self.slot == 0 {
+            crate::state::record(&self.config_path, state, detail.clone());
+        }
         self.handle.send(Event::SessionState {
             slot: self.slot,
             state: state.into(),
@@ -103,41 +107,32 @@ fn spawn_signal_watch(tx: watch::Sender<u32>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits for credentials: registers with a stored bootstrap token, or runs
-/// the approval flow (request, then poll every `registration_poll_secs`),
-/// while re-reading the config every second (`register` may run beside us).
+/// Waits until every identity `run` needs has credentials (see
+/// [`crate::settings::identities`]): each missing one registers with a
+/// stored bootstrap token, or runs the approval flow (request, then poll
+/// every `registration_poll_secs`), one identity after another, while the
+/// config is re-read every second (`register` may run beside us).
 async fn wait_for_credentials(
     config_path: &Path,
+    gpus: &[crate::gpu::Gpu],
     shutdown: &mut watch::Receiver<u32>,
 ) -> anyhow::Result<Config> {
     let mut next_step = tokio::time::Instant::now();
     loop {
         let cfg = Config::load(config_path)?;
-        if cfg.has_credentials() {
+        let needed = crate::settings::identities(&cfg, gpus)?;
+        let missing: Vec<Option<u32>> = needed
+            .into_iter()
+            .filter(|t| !cfg.identity(*t).has_credentials())
+            .collect();
+        if missing.is_empty() {
             return Ok(cfg);
         }
         if tokio::time::Instant::now() >= next_step {
-            let catalog = EngineCatalog::discover(&cfg);
-            let poll = Duration::from_secs(cfg.registration_poll_secs.max(1));
-            if let Some(token) = cfg.bootstrap_token.clone() {
-                let base = cfg.api_base_url.clone();
-                match crate::register::register(config_path, cfg, token, base, &catalog).await {
-                    Ok(id) => tracing::info!(target: "worker", "registered as {id}"),
-                    Err(e) => {
-                        tracing::warn!(target: "worker", "registration with the stored bootstrap token failed: {e:#}")
-                    }
-                }
-            } else {
-                match crate::register::approval_step(config_path, cfg, &catalog).await? {
-                    crate::register::Approval::Approved(id) => {
-                        tracing::info!(target: "worker", "approved as {id}")
-                    }
-                    crate::register::Approval::Pending => {}
-                    crate::register::Approval::Rejected(reason) => {
-                        bail!("registration rejected by the operator: {reason}; run again to ask anew")
-                    }
-                }
+            for table in missing {
+                credentials_step(config_path, table).await?;
             }
+            let poll = Duration::from_secs(cfg.registration_poll_secs.max(1));
             next_step = tokio::time::Instant::now() + poll;
             continue;
         }
@@ -148,30 +143,60 @@ async fn wait_for_credentials(
     }
 }
 
-/// The `run` command.
+/// One registration or approval step for identity `table`.
+async fn credentials_step(config_path: &Path, table: Option<u32>) -> anyhow::Result<()> {
+    let cfg = Config::load(config_path)?;
+    let catalog = EngineCatalog::discover(&cfg);
+    let whose = table.map(|g| format!(" for GPU {g}")).unwrap_or_default();
+    if let Some(token) = cfg.bootstrap_token.clone() {
+        let base = cfg.api_base_url.clone();
+        match crate::register::register(config_path, cfg, token, base, &catalog, table).await {
+            Ok(id) => tracing::info!(target: "worker", "registered{whose} as {id}"),
+            Err(e) => {
+                tracing::warn!(target: "worker", "registration{whose} with the stored bootstrap token failed: {e:#}")
+            }
+        }
+        return Ok(());
+    }
+    match crate::register::approval_step(config_path, cfg, &catalog, table).await? {
+        crate::register::Approval::Approved(id) => {
+            tracing::info!(target: "worker", "approved{whose} as {id}")
+        }
+        crate::register::Approval::Pending => {}
+        crate::register::Approval::Rejected(reason) => {
+            bail!("registration{whose} rejected by the operator: {reason}; run again to ask anew")
+        }
+    }
+    Ok(())
+}
+
+/// The `run` command: one session per identity (see [`crate::settings`]),
+/// all on one scheduler.
 pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let (sig_tx, mut shutdown) = watch::channel(0u32);
     spawn_signal_watch(sig_tx)?;
-    let cfg = wait_for_credentials(&config_path, &mut shutdown).await?;
     let gpus = crate::gpu::probe();
+    let cfg = wait_for_credentials(&config_path, &gpus, &mut shutdown).await?;
+    let plans = crate::settings::sessions(&cfg, &gpus)?;
     let host = HostFacts::with_gpus(&gpus);
     let catalog = EngineCatalog::discover(&cfg);
-    let worker_id = cfg.worker_id.clone().unwrap_or_default();
-    let auth_token = cfg.auth_token.clone().unwrap_or_default();
-    // One session: the largest GPU (the one `vramTotalGb` advertises).
-    let slot = SlotSetup {
-        gpu: largest_gpu(&gpus),
-        target: Some(UploadTarget {
-            api_base_url: cfg.api_base_url.clone(),
-            worker_id: worker_id.clone(),
-            auth_token: auth_token.clone(),
-        }),
-    };
+    let slots = plans
+        .iter()
+        .map(|p| SlotSetup {
+            gpu: p.gpu,
+            table: p.table,
+            target: Some(UploadTarget {
+                api_base_url: cfg.api_base_url.clone(),
+                worker_id: p.worker_id.clone(),
+                auth_token: p.auth_token.clone(),
+            }),
+        })
+        .collect();
     let (handle, life, task) = scheduler::start(Setup {
         status_path: Some(crate::state::status_path_for(&config_path)),
         host,
         catalog,
-        slots: vec![slot],
+        slots,
         gpus,
         cfg: cfg.clone(),
     });
@@ -184,18 +209,37 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
             }
         });
     }
-    let mut session = Session {
-        slot: 0,
-        config_path: config_path.clone(),
-        api_base_url: cfg.api_base_url.clone(),
-        worker_id,
-        auth_token,
-        reconnect_attempts: cfg.ws_reconnect_attempts,
-        handle: handle.clone(),
-        life,
-        gen: 0,
-    };
-    let outcome = reconnect_loop(&mut session).await;
+    let mut loops = tokio::task::JoinSet::new();
+    for (slot, plan) in plans.into_iter().enumerate() {
+        let mut session = Session {
+            slot,
+            config_path: config_path.clone(),
+            api_base_url: cfg.api_base_url.clone(),
+            worker_id: plan.worker_id,
+            auth_token: plan.auth_token,
+            reconnect_attempts: cfg.ws_reconnect_attempts,
+            handle: handle.clone(),
+            life: life.clone(),
+            gen: 0,
+        };
+        let span = match plan.table {
+            Some(g) => tracing::info_span!("gpu", n = g),
+            None => tracing::Span::none(),
+        };
+        loops.spawn(async move { (slot, reconnect_loop(&mut session).await) }.instrument(span));
+    }
+    // Every session runs until shutdown or its own fatal end; the first
+    // error is the process's.
+    let mut outcome = Ok(());
+    while let Some(done) = loops.join_next().await {
+        let (slot, result) = done.unwrap_or_else(|e| (0, Err(anyhow!("session task failed: {e}"))));
+        if let Err(e) = result {
+            tracing::error!(target: "worker", "session {slot} ended: {e:#}");
+            if outcome.is_ok() {
+                outcome = Err(e);
+            }
+        }
+    }
     crate::state::record(
         &config_path,
         if outcome.is_ok() { "stopped" } else { "ended" },
@@ -206,16 +250,6 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     handle.stop().await;
     let _ = task.await;
     outcome
-}
-
-/// The index of the GPU with the most memory (the first of equals).
-fn largest_gpu(gpus: &[crate::gpu::Gpu]) -> Option<u32> {
-    gpus.iter()
-        .fold(None::<&crate::gpu::Gpu>, |best, g| match best {
-            Some(b) if b.total_bytes >= g.total_bytes => Some(b),
-            _ => Some(g),
-        })
-        .map(|g| g.index)
 }
 
 /// Re-reads the config file every second and hands a changed one to the
