@@ -9,11 +9,84 @@
 //!
 //! Mistakes (an unknown word, a GPU this host does not have, two tables
 //! for one GPU) are errors naming the key and the value.
+//!
+//! [`Tuning`] is the rest of the file turned into the values the scheduler
+//! works with (durations, byte counts, expanded paths), built here at
+//! start and again on every change of the file.
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use studio_protocol::Secret;
 
 use crate::config::{Config, GpuSelection};
 use crate::gpu::Gpu;
+use crate::runner::{Backoff, Limits};
+use crate::scheduler::runners::KeepAlive;
+
+/// The config's knobs as the scheduler uses them. Which of them apply
+/// live is the README's config table.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Job deadlines and the runner memory cap.
+    pub limits: Limits,
+    /// Restart backoff of a dead runner.
+    pub backoff: Backoff,
+    /// How long an idle runner lives.
+    pub keep_alive: KeepAlive,
+    /// Failures in a row before a quarantine or pause (0: never).
+    pub max_failures: u32,
+    /// How long a quarantine or pause lasts.
+    pub cooldown: Duration,
+    /// GPU memory kept free beyond every estimate, in GB.
+    pub vram_margin_gb: f64,
+    /// Tries for a binary upload.
+    pub upload_attempts: u32,
+    /// Where undelivered results go.
+    pub results_dir: PathBuf,
+    /// Cap on `results_dir` in bytes.
+    pub results_max_bytes: u64,
+    /// The model cache.
+    pub models_root: PathBuf,
+    /// A download that moves no byte for this long is retried.
+    pub download_stall: Duration,
+}
+
+impl Tuning {
+    /// Builds every knob from `cfg` (zero durations become one second).
+    pub fn from_config(cfg: &Config) -> Self {
+        let ping_timeout = Duration::from_secs(cfg.ping_timeout_secs.max(1));
+        let stall = Duration::from_secs(cfg.stall_timeout_secs.max(1));
+        let backoff_initial = Duration::from_millis(cfg.restart_backoff_initial_ms);
+        Self {
+            limits: Limits {
+                stall,
+                job: Duration::from_secs(cfg.job_timeout_secs.max(1)),
+                ping_interval: (ping_timeout / 4)
+                    .clamp(Duration::from_millis(100), Duration::from_secs(5)),
+                ping_timeout,
+                memory_bytes: cfg.engine_memory_limit_mb.map(|mb| mb * 1024 * 1024),
+            },
+            backoff: Backoff::new(
+                backoff_initial,
+                Duration::from_millis(cfg.restart_backoff_max_ms).max(backoff_initial),
+            ),
+            keep_alive: match cfg.model_keep_alive_secs {
+                0 => KeepAlive::None,
+                s if s < 0 => KeepAlive::Forever,
+                s => KeepAlive::For(Duration::from_secs(s.unsigned_abs())),
+            },
+            max_failures: cfg.max_consecutive_failures,
+            cooldown: Duration::from_secs(cfg.failure_cooldown_secs),
+            vram_margin_gb: cfg.vram_margin_gb.max(0.0),
+            upload_attempts: cfg.upload_attempts,
+            results_dir: cfg.results_dir(),
+            results_max_bytes: cfg.results_max_mb * 1024 * 1024,
+            models_root: cfg.models_root(),
+            download_stall: stall,
+        }
+    }
+}
 
 /// A `gpus` / `[[worker]]` setting that cannot be run.
 #[derive(Debug, PartialEq, thiserror::Error)]
@@ -160,6 +233,24 @@ mod tests {
 
     fn parse(text: &str) -> Config {
         toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn tuning_turns_numbers_into_durations_and_bytes() {
+        let c = parse("ping_timeout_secs = 2\nstall_timeout_secs = 0\nmodel_keep_alive_secs = -1\nengine_memory_limit_mb = 512\nrestart_backoff_initial_ms = 500\nrestart_backoff_max_ms = 100\n");
+        let t = Tuning::from_config(&c);
+        assert_eq!(t.limits.ping_timeout, Duration::from_secs(2));
+        assert_eq!(t.limits.ping_interval, Duration::from_millis(500));
+        assert_eq!(t.limits.stall, Duration::from_secs(1), "0 is not 'at once'");
+        assert_eq!(t.limits.memory_bytes, Some(512 << 20));
+        assert_eq!(t.keep_alive, KeepAlive::Forever);
+        let d = Tuning::from_config(&Config::default());
+        assert_eq!(d.keep_alive, KeepAlive::For(Duration::from_secs(300)));
+        assert_eq!(
+            Tuning::from_config(&parse("model_keep_alive_secs = 0\n")).keep_alive,
+            KeepAlive::None
+        );
+        assert_eq!(d.results_max_bytes, 1024 << 20);
     }
 
     #[test]

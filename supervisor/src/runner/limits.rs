@@ -1,8 +1,7 @@
-//! Per-job deadlines and per-runner resource limits, from the config.
+//! Per-job deadlines and per-runner resource limits (built from the
+//! config by [`crate::settings::Tuning`]).
 
 use std::time::Duration;
-
-use crate::config::Config;
 
 /// How long a job may take, and how a runner is watched.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -27,21 +26,6 @@ impl Default for Limits {
             ping_interval: Duration::from_secs(5),
             ping_timeout: Duration::from_secs(30),
             memory_bytes: None,
-        }
-    }
-}
-
-impl Limits {
-    /// The limits the config asks for.
-    pub fn from_config(cfg: &Config) -> Self {
-        let ping_timeout = Duration::from_secs(cfg.ping_timeout_secs.max(1));
-        Self {
-            stall: Duration::from_secs(cfg.stall_timeout_secs.max(1)),
-            job: Duration::from_secs(cfg.job_timeout_secs.max(1)),
-            ping_interval: (ping_timeout / 4)
-                .clamp(Duration::from_millis(100), Duration::from_secs(5)),
-            ping_timeout,
-            memory_bytes: cfg.engine_memory_limit_mb.map(|mb| mb * 1024 * 1024),
         }
     }
 }
@@ -80,17 +64,6 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// The restart backoff the config asks for.
-    pub fn from_config(cfg: &Config) -> Self {
-        Self::new(
-            Duration::from_millis(cfg.restart_backoff_initial_ms),
-            Duration::from_millis(
-                cfg.restart_backoff_max_ms
-                    .max(cfg.restart_backoff_initial_ms),
-            ),
-        )
-    }
-
     /// A backoff that waits nothing until the first death.
     pub fn new(initial: Duration, max: Duration) -> Self {
         Self {

@@ -47,10 +47,11 @@ use crate::gpu::{Gpu, Vendor};
 use crate::jobs::table::{JobPhase, JobRow, JobTable, RunnerRef};
 use crate::jobs::JobData;
 use crate::models::ModelCache;
-use crate::runner::{Backoff, EngineCatalog, Limits, RunEvent, RunnerChild};
+use crate::runner::{EngineCatalog, Limits, RunEvent, RunnerChild};
+use crate::settings::Tuning;
 use job_task::{JobEnv, JobReport, MemoryWait, RunnerFate, Trust};
 use ledger::Ledger;
-use runners::{KeepAlive, Lease, RunnerKey, Runners};
+use runners::{Lease, RunnerKey, Runners};
 use snapshot::{Counters, Finished, Snapshot};
 use upload::{UploadEnv, Uploaded};
 
@@ -271,10 +272,8 @@ pub fn start(setup: Setup) -> (Handle, watch::Receiver<Life>, tokio::task::JoinH
     let (tx, rx) = mpsc::unbounded_channel();
     let (life, life_rx) = watch::channel(Life::default());
     let cfg = setup.cfg;
-    let cache = ModelCache::new(
-        cfg.models_root(),
-        Duration::from_secs(cfg.stall_timeout_secs.max(1)),
-    );
+    let tuning = Tuning::from_config(&cfg);
+    let cache = ModelCache::new(tuning.models_root.clone(), tuning.download_stall);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()
@@ -304,15 +303,12 @@ pub fn start(setup: Setup) -> (Handle, watch::Receiver<Life>, tokio::task::JoinH
         runners: Runners::new(
             setup.catalog,
             cfg.max_frame_bytes,
-            Limits::from_config(&cfg).memory_bytes,
-            Backoff::from_config(&cfg),
-            KeepAlive::from_secs(cfg.model_keep_alive_secs),
+            tuning.limits.memory_bytes,
+            tuning.backoff.clone(),
+            tuning.keep_alive,
         ),
-        breakers: Breakers::new(
-            cfg.max_consecutive_failures,
-            Duration::from_secs(cfg.failure_cooldown_secs),
-        ),
-        ledger: Ledger::new(setup.gpus.clone(), cfg.vram_margin_gb),
+        breakers: Breakers::new(tuning.max_failures, tuning.cooldown),
+        ledger: Ledger::new(setup.gpus.clone(), tuning.vram_margin_gb),
         env: Arc::new(JobEnv {
             http: http.clone(),
             local_cache: cache.clone().allow_local_files(),
@@ -322,11 +318,11 @@ pub fn start(setup: Setup) -> (Handle, watch::Receiver<Life>, tokio::task::JoinH
         }),
         uploads: UploadEnv {
             http,
-            attempts: cfg.upload_attempts,
-            results_dir: cfg.results_dir(),
-            results_max_bytes: cfg.results_max_mb * 1024 * 1024,
+            attempts: tuning.upload_attempts,
+            results_dir: tuning.results_dir.clone(),
+            results_max_bytes: tuning.results_max_bytes,
         },
-        limits: Limits::from_config(&cfg),
+        limits: tuning.limits,
         host: setup.host,
         slots,
         jobs: JobTable::default(),
@@ -1065,17 +1061,14 @@ impl Scheduler {
         }
         // Credentials in use stay as they are until restart.
         c.auth_token = self.cfg.auth_token.clone().or(c.auth_token);
-        self.breakers.configure(
-            c.max_consecutive_failures,
-            Duration::from_secs(c.failure_cooldown_secs),
-        );
-        self.runners
-            .set_keep_alive(KeepAlive::from_secs(c.model_keep_alive_secs));
-        self.ledger.set_margin(c.vram_margin_gb);
-        self.limits = Limits::from_config(&c);
-        self.uploads.attempts = c.upload_attempts;
-        self.uploads.results_dir = c.results_dir();
-        self.uploads.results_max_bytes = c.results_max_mb * 1024 * 1024;
+        let t = Tuning::from_config(&c);
+        self.breakers.configure(t.max_failures, t.cooldown);
+        self.runners.set_keep_alive(t.keep_alive);
+        self.ledger.set_margin(t.vram_margin_gb);
+        self.limits = t.limits;
+        self.uploads.attempts = t.upload_attempts;
+        self.uploads.results_dir = t.results_dir;
+        self.uploads.results_max_bytes = t.results_max_bytes;
         let advertised = |c: &Config| {
             (
                 c.auto_enabled,

@@ -63,17 +63,6 @@ pub enum KeepAlive {
     Forever,
 }
 
-impl KeepAlive {
-    /// From the config value: 0 after every job, negative never.
-    pub fn from_secs(secs: i64) -> Self {
-        match secs {
-            0 => Self::None,
-            s if s < 0 => Self::Forever,
-            s => Self::For(Duration::from_secs(s.unsigned_abs())),
-        }
-    }
-}
-
 /// A live runner and the model it holds.
 pub struct Resident {
     /// Its key.
