@@ -14,7 +14,8 @@
 //! success(engine, model) ──▶ both runs reset (that model's, and the one across models)
 //! ```
 //!
-//! Time is passed in, so the rules are tested without waiting.
+//! The scheduler keeps one set per GPU session, so "the machine" here is
+//! that GPU. Time is passed in, so the rules are tested without waiting.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

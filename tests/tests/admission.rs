@@ -219,27 +219,41 @@ fn visible_devices(pid: u32) -> String {
         .to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_gpus_hold_two_sessions_and_a_crash_on_one_fails_only_its_job() {
-    use studio_worker_tests::proc::{Gate, WorkerHome};
+/// A worker on fake GPUs of 24 and 8 GB with one identity each (GPU 1's
+/// threshold 6 GB), fault injection on, both sessions welcomed.
+async fn two_gpus(
+    extra: &str,
+) -> (
+    FakeStudio,
+    studio_worker_tests::proc::WorkerHome,
+    studio_worker_tests::proc::WorkerProc,
+) {
     use studio_worker_tests::studio::{TOKEN, WORKER_ID};
     let studio = FakeStudio::start().await;
     studio.add_identity("w-gpu-1", "tok-gpu-1");
-    let home = WorkerHome::new(
+    let home = studio_worker_tests::proc::WorkerHome::new(
         &studio.url(),
         None,
         &format!(
-            "gpus = \"all\"\n\
+            "gpus = \"all\"\n{extra}\
              [[worker]]\ngpu = 0\nworker_id = \"{WORKER_ID}\"\nauth_token = \"{TOKEN}\"\n\
              [[worker]]\ngpu = 1\nworker_id = \"w-gpu-1\"\nauth_token = \"tok-gpu-1\"\nvram_threshold_gb = 6.0\n"
         ),
     );
-    let _worker = home.spawn_run(&[
+    let worker = home.spawn_run(&[
         ("STUDIO_WORKER_FAKE_GPUS", "24,8"),
         ("STUDIO_WORKER_FAULT_INJECTION", "1"),
     ]);
     studio.wait_session(1).await;
     studio.wait_session_of("w-gpu-1").await;
+    (studio, home, worker)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gpus_hold_two_sessions_and_a_crash_on_one_fails_only_its_job() {
+    use studio_worker_tests::proc::Gate;
+    use studio_worker_tests::studio::TOKEN;
+    let (studio, _home, _worker) = two_gpus("").await;
     // Each session advertises its own GPU and threshold.
     let mut adverts: Vec<(String, f64, f64)> = studio
         .frames("hello")
@@ -393,4 +407,38 @@ async fn each_gpu_asks_for_approval_with_its_own_install_id_and_register_gpu_wri
     let third = &cfg["worker"].as_array().unwrap()[2];
     assert_eq!(third["gpu"].as_integer(), Some(2));
     assert_eq!(third["worker_id"].as_str(), Some(WORKER_ID));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_across_models_on_one_gpu_pause_only_that_gpus_session() {
+    let (studio, home, _worker) = two_gpus(
+        "max_consecutive_failures = 2\nfailure_cooldown_secs = 600\nrestart_backoff_max_ms = 50\n",
+    )
+    .await;
+    for (id, model) in [("sick-1", "fault:exit"), ("sick-2", "fault:abort")] {
+        studio.offer_to("w-gpu-1", job(id, model, 1.0));
+        studio.wait_frame("fail", id).await;
+    }
+    // GPU 1 declines `paused`, naming the models; GPU 0 keeps working.
+    studio.offer_to("w-gpu-1", job("gpu1-after", "m-ok", 1.0));
+    let reject = studio.wait_frame("reject", "gpu1-after").await;
+    assert_eq!(reject["code"], "paused", "{reject}");
+    let reason = reject["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("fault:exit (synthetic), fault:abort (synthetic)"),
+        "{reason}"
+    );
+    studio.offer(job("gpu0-after", "m-ok", 1.0));
+    studio.wait_upload("gpu0-after").await;
+    // The status says so per session.
+    let status = home
+        .wait_status("GPU 1's session paused", |s| {
+            s["sessions"][1]["failurePause"].is_object()
+        })
+        .await;
+    assert!(
+        status["sessions"][0].get("failurePause").is_none(),
+        "{status}"
+    );
+    assert_eq!(status["sessions"][1]["gpu"], 1);
 }

@@ -58,10 +58,10 @@ pub fn decide(s: &Scheduler, slot: usize, raw: &serde_json::Value) -> Decision {
         reason,
         code,
     };
-    if s.paused() {
+    if s.paused(slot) {
         let reason = if s.draining() {
             "worker is shutting down".to_string()
-        } else if let Some(why) = s.cooldown_reason() {
+        } else if let Some(why) = s.cooldown_reason(slot) {
             why
         } else {
             "worker paused by operator".to_string()
@@ -70,7 +70,8 @@ pub fn decide(s: &Scheduler, slot: usize, raw: &serde_json::Value) -> Decision {
     }
     if let Ok(c) = &parsed {
         let key = (c.model_source.engine.as_str().to_string(), c.model.clone());
-        if let Some(until) = s.breakers.quarantined(&key, tokio::time::Instant::now()) {
+        let now = tokio::time::Instant::now();
+        if let Some(until) = s.breakers.get(slot).and_then(|b| b.quarantined(&key, now)) {
             let reason = format!(
                 "model {} ({}) is quarantined until {}: it took down its runner {} times in a row",
                 c.model,

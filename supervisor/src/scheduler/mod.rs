@@ -253,7 +253,9 @@ pub struct Scheduler {
     tasks: BTreeMap<String, AbortHandle>,
     runners: Runners,
     ledger: Ledger,
-    breakers: Breakers,
+    /// One set per slot: a sick GPU pauses only its own session, and a
+    /// model that keeps failing on one GPU may still fit another.
+    breakers: Vec<Breakers>,
     poison: PoisonWatch,
     env: Arc<JobEnv>,
     uploads: UploadEnv,
@@ -279,7 +281,7 @@ pub fn start(setup: Setup) -> (Handle, watch::Receiver<Life>, tokio::task::JoinH
         .build()
         .unwrap_or_default();
     let now = Instant::now();
-    let slots = setup
+    let slots: Vec<Slot> = setup
         .slots
         .into_iter()
         .enumerate()
@@ -295,6 +297,7 @@ pub fn start(setup: Setup) -> (Handle, watch::Receiver<Life>, tokio::task::JoinH
                 state: "starting".into(),
                 since: crate::logship::now_ts(),
                 detail: None,
+                ..Default::default()
             },
             next_heartbeat: now,
         })
@@ -307,7 +310,9 @@ pub fn start(setup: Setup) -> (Handle, watch::Receiver<Life>, tokio::task::JoinH
             tuning.backoff.clone(),
             tuning.keep_alive,
         ),
-        breakers: Breakers::new(tuning.max_failures, tuning.cooldown),
+        breakers: (0..slots.len())
+            .map(|_| Breakers::new(tuning.max_failures, tuning.cooldown))
+            .collect(),
         ledger: Ledger::new(setup.gpus.clone(), tuning.vram_margin_gb),
         env: Arc::new(JobEnv {
             http: http.clone(),
@@ -534,7 +539,7 @@ impl Scheduler {
             &self.cfg,
             &self.host,
             self.runners.catalog(),
-            self.paused(),
+            self.paused(slot),
             of,
         )
     }
@@ -552,16 +557,18 @@ impl Scheduler {
 
     // ---- admission ------------------------------------------------------
 
-    fn paused(&self) -> bool {
-        !self.cfg.auto_enabled || self.draining() || self.cooling_down()
+    fn paused(&self, slot: usize) -> bool {
+        !self.cfg.auto_enabled || self.draining() || self.cooling_down(slot)
     }
 
     fn draining(&self) -> bool {
         self.life.borrow().draining
     }
 
-    fn cooling_down(&self) -> bool {
-        self.breakers.paused(Instant::now()).is_some()
+    fn cooling_down(&self, slot: usize) -> bool {
+        self.breakers
+            .get(slot)
+            .is_some_and(|b| b.paused(Instant::now()).is_some())
     }
 
     fn on_offer(&mut self, slot: usize, gen: u64, raw: &serde_json::Value) {
@@ -1020,12 +1027,15 @@ impl Scheduler {
             return;
         }
         let key: ModelKey = (row.engine.clone(), row.model.clone());
+        let Some(breakers) = self.breakers.get_mut(row.slot) else {
+            return;
+        };
         if !worker_caused {
-            self.breakers.success(&key);
+            breakers.success(&key);
             return;
         }
         let _ = job_id;
-        match self.breakers.failure(&key, Instant::now()) {
+        match breakers.failure(&key, Instant::now()) {
             Trip::None => {}
             Trip::Model((engine, model), until) => {
                 tracing::error!(
@@ -1062,7 +1072,9 @@ impl Scheduler {
         // Credentials in use stay as they are until restart.
         c.auth_token = self.cfg.auth_token.clone().or(c.auth_token);
         let t = Tuning::from_config(&c);
-        self.breakers.configure(t.max_failures, t.cooldown);
+        for b in &mut self.breakers {
+            b.configure(t.max_failures, t.cooldown);
+        }
         self.runners.set_keep_alive(t.keep_alive);
         self.ledger.set_margin(t.vram_margin_gb);
         self.limits = t.limits;
@@ -1090,12 +1102,16 @@ impl Scheduler {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
-        let (models, pause) = self.breakers.expire(now);
-        for (engine, model) in &models {
-            tracing::info!(target: "worker", "model {model} ({engine}) out of quarantine: taking its offers again");
-        }
-        if pause {
-            tracing::info!(target: "worker", "failure cool-down over: claiming again");
+        let mut pause = false;
+        for b in &mut self.breakers {
+            let (models, ended) = b.expire(now);
+            pause |= ended;
+            for (engine, model) in &models {
+                tracing::info!(target: "worker", "model {model} ({engine}) out of quarantine: taking its offers again");
+            }
+            if ended {
+                tracing::info!(target: "worker", "failure cool-down over: claiming again");
+            }
         }
         let dead = self.runners.reap_idle();
         if dead > 0 {
@@ -1176,28 +1192,35 @@ impl Scheduler {
     /// The live status.
     pub fn snapshot(&self) -> Snapshot {
         let now = Instant::now();
-        let pause = self.breakers.paused(now).map(|until| snapshot::Pause {
-            reason: self.cooldown_reason().unwrap_or_default(),
-            until: wall_clock(until),
-        });
+        let sessions = self
+            .slots
+            .iter()
+            .zip(&self.breakers)
+            .enumerate()
+            .map(|(i, (slot, b))| snapshot::SessionStatus {
+                failure_pause: b.paused(now).map(|until| snapshot::Pause {
+                    reason: self.cooldown_reason(i).unwrap_or_default(),
+                    until: wall_clock(until),
+                }),
+                quarantines: b
+                    .quarantines(now)
+                    .into_iter()
+                    .map(|((engine, model), until)| snapshot::Quarantine {
+                        engine,
+                        model,
+                        until: wall_clock(until),
+                    })
+                    .collect(),
+                ..slot.status.clone()
+            })
+            .collect();
         Snapshot {
             at: crate::logship::now_ts(),
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").into(),
-            sessions: self.slots.iter().map(|s| s.status.clone()).collect(),
+            sessions,
             operator_paused: !self.cfg.auto_enabled,
             draining: self.draining(),
-            failure_pause: pause,
-            quarantines: self
-                .breakers
-                .quarantines(now)
-                .into_iter()
-                .map(|((engine, model), until)| snapshot::Quarantine {
-                    engine,
-                    model,
-                    until: wall_clock(until),
-                })
-                .collect(),
             jobs: self
                 .jobs
                 .iter()
@@ -1260,11 +1283,12 @@ impl Scheduler {
     }
 
     /// Why offers are declined `paused` during a failure cool-down.
-    fn cooldown_reason(&self) -> Option<String> {
-        let until = self.breakers.paused(Instant::now())?;
+    fn cooldown_reason(&self, slot: usize) -> Option<String> {
+        let b = self.breakers.get(slot)?;
+        let until = b.paused(Instant::now())?;
         Some(format!(
             "worker paused after repeated engine failures across {} until {}",
-            model_names(self.breakers.paused_by()),
+            model_names(b.paused_by()),
             wall_clock(until)
         ))
     }

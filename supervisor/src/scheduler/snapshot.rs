@@ -20,11 +20,6 @@ pub struct Snapshot {
     pub operator_paused: bool,
     /// Shutting down: no new offers, held jobs finishing.
     pub draining: bool,
-    /// Claiming paused after runner failures across several models.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure_pause: Option<Pause>,
-    /// Models whose offers are declined after they kept killing runners.
-    pub quarantines: Vec<Quarantine>,
     /// Held jobs, oldest first.
     pub jobs: Vec<JobStatus>,
     /// Live runners, one per loaded model.
@@ -56,6 +51,13 @@ pub struct SessionStatus {
     /// Why (a disconnect's reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Its claiming paused after runner failures across several models
+    /// (each GPU's breakers are its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_pause: Option<Pause>,
+    /// Models whose offers it declines after they kept killing runners.
+    #[serde(default)]
+    pub quarantines: Vec<Quarantine>,
 }
 
 /// A pause with its reason and end.

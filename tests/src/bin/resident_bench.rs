@@ -22,14 +22,13 @@ fn job(id: &str, model: &str, src: &Value) -> Value {
         "modelSource": src})
 }
 
-/// Offers one job and returns its offer → result time.
+/// Offers one job and returns its offer → result time (each feed starts
+/// its own latency list).
 async fn timed(studio: &FakeStudio, claim: Value) -> Duration {
-    let before = studio.feed_stats().0.len();
     studio.feed(vec![claim]);
     loop {
-        let (lat, _) = studio.feed_stats();
-        if lat.len() > before {
-            return lat[before];
+        if let Some(first) = studio.feed_stats().0.first() {
+            return *first;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
