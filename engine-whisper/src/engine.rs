@@ -44,6 +44,16 @@ impl Whisper {
         }
     }
 
+    /// The job's ggml model file (or the `--model` default).
+    fn model_path(&self, job: &JobRequest) -> Result<std::path::PathBuf, EngineError> {
+        single_model_file(
+            job,
+            self.default_model.as_deref(),
+            "whisper-cpp",
+            "a ggml whisper",
+        )
+    }
+
     fn ensure_loaded(
         &mut self,
         path: &PathBuf,
@@ -105,12 +115,7 @@ impl Whisper {
             LogLevel::Info,
             format!("audio: {:.2} s ({})", pcm.duration(), pcm.source),
         );
-        let path = single_model_file(
-            job,
-            self.default_model.as_deref(),
-            "whisper-cpp",
-            "a ggml whisper",
-        )?;
+        let path = self.model_path(job)?;
         let threads = self.threads;
         let loaded = self.ensure_loaded(&path, report)?;
         let plan = plan_language(t.language.as_deref(), loaded.multilingual)?;
@@ -271,12 +276,7 @@ impl Engine for Whisper {
     }
 
     fn preload(&mut self, job: &JobRequest, report: &mut dyn Reporter) -> Result<(), EngineError> {
-        let path = single_model_file(
-            job,
-            self.default_model.as_deref(),
-            "whisper-cpp",
-            "a ggml whisper",
-        )?;
+        let path = self.model_path(job)?;
         self.ensure_loaded(&path, report).map(|_| ())
     }
 }

@@ -66,14 +66,17 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Status => {
             let cfg = Config::load(&path)?;
             println!("config:        {}", path.display());
-            let registration = match (&cfg.worker_id, &cfg.registration_request_id) {
+            let registration = match (
+                &cfg.identity.worker_id,
+                &cfg.identity.registration_request_id,
+            ) {
                 (Some(id), _) if cfg.has_credentials() => format!("approved as {id}"),
                 (_, Some(rr)) => format!("pending operator approval (request {rr})"),
                 _ => "not registered".to_string(),
             };
             println!(
                 "worker id:     {}",
-                cfg.worker_id.as_deref().unwrap_or("(none)")
+                cfg.identity.worker_id.as_deref().unwrap_or("(none)")
             );
             println!("registration:  {registration}");
             println!("api base url:  {}", cfg.api_base_url);

@@ -54,21 +54,9 @@ pub struct Config {
     /// Only read by `run` when no credentials exist yet.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bootstrap_token: Option<Secret>,
-    /// Set by registration.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub worker_id: Option<String>,
-    /// Set by registration.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auth_token: Option<Secret>,
-    /// Per-install id for the approval flow (generated).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub install_id: Option<String>,
-    /// Pending approval request (cleared on decision).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub registration_request_id: Option<String>,
-    /// Bearer for polling the approval request (cleared on decision).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub registration_secret: Option<Secret>,
+    /// The single session's identity (top-level keys).
+    #[serde(flatten)]
+    pub identity: Identity,
     /// Seconds between approval polls.
     pub registration_poll_secs: u64,
     /// Largest `vramGbEstimate` to take.
@@ -150,7 +138,7 @@ pub struct Config {
 }
 
 /// `gpus = "all"` or `gpus = [0, 2]`, as written.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum GpuSelection {
     /// Indices as the probe numbers them.
@@ -159,27 +147,41 @@ pub enum GpuSelection {
     Word(String),
 }
 
+impl<'de> Deserialize<'de> for GpuSelection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = GpuSelection;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("gpus = \"all\" or a list of GPU indices such as [0, 1]")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<GpuSelection, E> {
+                Ok(GpuSelection::Word(v.into()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<GpuSelection, A::Error> {
+                let mut list = Vec::new();
+                while let Some(i) = seq.next_element::<u32>()? {
+                    list.push(i);
+                }
+                Ok(GpuSelection::List(list))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// One `[[worker]]` table: the studio identity of one GPU's session.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct WorkerTable {
     /// The GPU index (as `status` lists them).
     pub gpu: u32,
-    /// Set by registration.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub worker_id: Option<String>,
-    /// Set by registration.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auth_token: Option<Secret>,
-    /// This GPU's own install id for the approval flow (generated).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub install_id: Option<String>,
-    /// Pending approval request (cleared on decision).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub registration_request_id: Option<String>,
-    /// Bearer for polling the approval request (cleared on decision).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub registration_secret: Option<Secret>,
+    /// This GPU's own identity and approval state.
+    #[serde(flatten)]
+    pub identity: Identity,
     /// This GPU's largest `vramGbEstimate`; default: the top-level one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vram_threshold_gb: Option<f64>,
@@ -187,17 +189,23 @@ pub struct WorkerTable {
 
 /// A studio identity and its approval state: the top-level keys (one
 /// session) or one `[[worker]]` table's.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Identity {
     /// Set by registration.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,
     /// Set by registration.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_token: Option<Secret>,
-    /// Per-install id for the approval flow.
+    /// Per-install id for the approval flow (generated).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub install_id: Option<String>,
-    /// Pending approval request.
+    /// Pending approval request (cleared on decision).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub registration_request_id: Option<String>,
-    /// Bearer for polling the approval request.
+    /// Bearer for polling the approval request (cleared on decision).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub registration_secret: Option<Secret>,
 }
 
@@ -214,11 +222,7 @@ impl Default for Config {
         Self {
             api_base_url: DEFAULT_API_BASE_URL.into(),
             bootstrap_token: None,
-            worker_id: None,
-            auth_token: None,
-            install_id: None,
-            registration_request_id: None,
-            registration_secret: None,
+            identity: Identity::default(),
             registration_poll_secs: 30,
             vram_threshold_gb: 12.0,
             auto_start: true,
@@ -277,9 +281,20 @@ impl Config {
                 })
             }
         };
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.into(),
-            message: e.message().replace('\n', " "),
+        toml::from_str(&text).map_err(|e| {
+            // Where the parser knows it, the line (and so the key) it means.
+            let at = e
+                .span()
+                .map(|span| {
+                    let line = text[..span.start.min(text.len())].matches('\n').count();
+                    let shown = text.lines().nth(line).unwrap_or_default().trim();
+                    format!(" (line {}: `{shown}`)", line + 1)
+                })
+                .unwrap_or_default();
+            ConfigError::Parse {
+                path: path.into(),
+                message: format!("{}{at}", e.message().replace('\n', " ")),
+            }
         })
     }
 
@@ -324,13 +339,13 @@ impl Config {
     pub fn redacted_toml(&self) -> String {
         let mut c = self.clone();
         let mut secrets = vec![
-            &mut c.auth_token,
             &mut c.bootstrap_token,
-            &mut c.registration_secret,
+            &mut c.identity.auth_token,
+            &mut c.identity.registration_secret,
         ];
         for w in &mut c.workers {
-            secrets.push(&mut w.auth_token);
-            secrets.push(&mut w.registration_secret);
+            secrets.push(&mut w.identity.auth_token);
+            secrets.push(&mut w.identity.registration_secret);
         }
         for s in secrets {
             if s.is_some() {
@@ -349,24 +364,12 @@ impl Config {
     /// none), or the top-level one for `None`.
     pub fn identity(&self, gpu: Option<u32>) -> Identity {
         match gpu {
-            None => Identity {
-                worker_id: self.worker_id.clone(),
-                auth_token: self.auth_token.clone(),
-                install_id: self.install_id.clone(),
-                registration_request_id: self.registration_request_id.clone(),
-                registration_secret: self.registration_secret.clone(),
-            },
+            None => self.identity.clone(),
             Some(g) => self
                 .workers
                 .iter()
                 .find(|w| w.gpu == g)
-                .map(|w| Identity {
-                    worker_id: w.worker_id.clone(),
-                    auth_token: w.auth_token.clone(),
-                    install_id: w.install_id.clone(),
-                    registration_request_id: w.registration_request_id.clone(),
-                    registration_secret: w.registration_secret.clone(),
-                })
+                .map(|w| w.identity.clone())
                 .unwrap_or_default(),
         }
     }
@@ -375,29 +378,17 @@ impl Config {
     /// table, adding the table if there is none.
     pub fn set_identity(&mut self, gpu: Option<u32>, id: Identity) {
         let Some(g) = gpu else {
-            self.worker_id = id.worker_id;
-            self.auth_token = id.auth_token;
-            self.install_id = id.install_id;
-            self.registration_request_id = id.registration_request_id;
-            self.registration_secret = id.registration_secret;
+            self.identity = id;
             return;
         };
-        let i = match self.workers.iter().position(|w| w.gpu == g) {
-            Some(i) => i,
-            None => {
-                self.workers.push(WorkerTable {
-                    gpu: g,
-                    ..Default::default()
-                });
-                self.workers.len() - 1
-            }
-        };
-        let w = &mut self.workers[i];
-        w.worker_id = id.worker_id;
-        w.auth_token = id.auth_token;
-        w.install_id = id.install_id;
-        w.registration_request_id = id.registration_request_id;
-        w.registration_secret = id.registration_secret;
+        match self.workers.iter_mut().find(|w| w.gpu == g) {
+            Some(w) => w.identity = id,
+            None => self.workers.push(WorkerTable {
+                gpu: g,
+                identity: id,
+                ..Default::default()
+            }),
+        }
     }
 
     /// The threshold of the session whose identity is `table` (a
@@ -446,8 +437,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/config.toml");
         let c = Config {
-            worker_id: Some("w-1".into()),
-            auth_token: Some(Secret::new("tok-secret")),
+            identity: Identity {
+                worker_id: Some("w-1".into()),
+                auth_token: Some(Secret::new("tok-secret")),
+                ..Default::default()
+            },
             ..Default::default()
         };
         c.save(&path).unwrap();
@@ -486,6 +480,9 @@ mod tests {
         let msg = Config::load(&path).unwrap_err().to_string();
         assert!(msg.contains(&path.display().to_string()), "{msg}");
         assert!(!msg.contains('\n'), "{msg}");
+        std::fs::write(&path, "gpus = 3\n").unwrap();
+        let msg = Config::load(&path).unwrap_err().to_string();
+        assert!(msg.contains("gpus = \"all\" or a list"), "{msg}");
         std::fs::write(&path, "vram_threshold_gb = \"lots\"\n").unwrap();
         let msg = Config::load(&path).unwrap_err().to_string();
         assert!(

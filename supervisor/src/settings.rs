@@ -225,8 +225,11 @@ mod tests {
     fn table(gpu: u32, id: &str) -> WorkerTable {
         WorkerTable {
             gpu,
-            worker_id: Some(id.into()),
-            auth_token: Some(Secret::new(format!("tok-{id}"))),
+            identity: crate::config::Identity {
+                worker_id: Some(id.into()),
+                auth_token: Some(Secret::new(format!("tok-{id}"))),
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -324,7 +327,7 @@ mod tests {
         assert_eq!(back.identity(Some(3)).worker_id.as_deref(), Some("w3"));
         assert!(back.identity(Some(3)).has_credentials());
         assert!(!back.identity(Some(4)).has_credentials());
-        assert_eq!(back.worker_id.as_deref(), Some("top"));
+        assert_eq!(back.identity.worker_id.as_deref(), Some("top"));
         let shown = c.redacted_toml();
         assert!(
             !shown.contains("secret-three") && shown.contains("***"),

@@ -1070,7 +1070,12 @@ impl Scheduler {
             }
         }
         // Credentials in use stay as they are until restart.
-        c.auth_token = self.cfg.auth_token.clone().or(c.auth_token);
+        c.identity.auth_token = self
+            .cfg
+            .identity
+            .auth_token
+            .clone()
+            .or(c.identity.auth_token);
         let t = Tuning::from_config(&c);
         for b in &mut self.breakers {
             b.configure(t.max_failures, t.cooldown);
