@@ -335,8 +335,26 @@ fn place_output(
     spill_above: Option<usize>,
     out_dir: Option<&Path>,
 ) -> io::Result<JobOutput> {
-    let JobOutput::Bytes { data, ext } = output else {
-        return Ok(output);
+    let (data, ext) = match output {
+        JobOutput::Bytes { data, ext } => (data, ext),
+        // JSON mode: a file the engine wrote elsewhere moves to `out_dir`.
+        JobOutput::File { path, ext } => {
+            let Some(dir) = out_dir else {
+                return Ok(JobOutput::File { path, ext });
+            };
+            std::fs::create_dir_all(dir)?;
+            let to = dir.join(format!("{}.{ext}", safe_file_name(&job.job_id)));
+            if std::fs::rename(&path, &to).is_err() {
+                std::fs::copy(&path, &to)?;
+                let _ = std::fs::remove_file(&path);
+            }
+            let to = std::fs::canonicalize(&to)?;
+            return Ok(JobOutput::File {
+                path: to.to_string_lossy().into_owned(),
+                ext,
+            });
+        }
+        json @ JobOutput::Json { .. } => return Ok(json),
     };
     let dir = match (out_dir, spill_above) {
         (Some(dir), _) => dir.to_path_buf(),
@@ -348,9 +366,19 @@ fn place_output(
         _ => return Ok(JobOutput::Bytes { data, ext }),
     };
     std::fs::create_dir_all(&dir)?;
-    let safe_id: String = job
-        .job_id
-        .chars()
+    let path = dir.join(format!("{}.{ext}", safe_file_name(&job.job_id)));
+    std::fs::write(&path, &data)?;
+    let path = std::fs::canonicalize(&path)?;
+    Ok(JobOutput::File {
+        path: path.to_string_lossy().into_owned(),
+        ext,
+    })
+}
+
+/// A job id as a file name: anything but letters, digits, `-` and `_`
+/// becomes `_`.
+pub fn safe_file_name(id: &str) -> String {
+    id.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
                 c
@@ -358,12 +386,5 @@ fn place_output(
                 '_'
             }
         })
-        .collect();
-    let path = dir.join(format!("{safe_id}.{ext}"));
-    std::fs::write(&path, &data)?;
-    let path = std::fs::canonicalize(&path)?;
-    Ok(JobOutput::File {
-        path: path.to_string_lossy().into_owned(),
-        ext,
-    })
+        .collect()
 }

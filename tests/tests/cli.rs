@@ -29,7 +29,7 @@ fn config_and_status_never_show_secrets() {
     );
     assert!(out.contains("never run"), "{out}");
     assert!(
-        out.contains("engines:       llama-cpp, sd-cpp, synthetic, whisper-cpp"),
+        out.contains("engines:       espeak, llama-cpp, sd-cpp, synthetic, whisper-cpp"),
         "{out}"
     );
     assert!(!out.contains("super-secret"));

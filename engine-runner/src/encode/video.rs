@@ -213,21 +213,7 @@ fn run_ffmpeg<I: IntoIterator<Item = RgbImage>>(
             "webm",
         ]),
     };
-    // ffmpeg dies with the runner, whatever kills the runner.
-    // SAFETY: only prctl, async-signal-safe, between fork and exec.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            #[cfg(target_os = "linux")]
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            );
-            Ok(())
-        });
-    }
+    super::die_with_runner(&mut cmd);
     cmd.arg(tmp)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

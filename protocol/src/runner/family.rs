@@ -21,6 +21,9 @@ pub struct Family {
     /// ggml, so at most one family's per binary). Empty: pure Rust, and no
     /// `--threads` flag.
     pub native_crates: &'static [&'static str],
+    /// Programs it runs, which must be on `PATH` for the family to be
+    /// offered on a host (`espeak-ng` for `espeak`).
+    pub programs: &'static [&'static str],
 }
 
 impl Family {
@@ -38,6 +41,7 @@ pub const FAMILIES: &[Family] = &[
         args: &["--engine", "synthetic"],
         kinds: &TaskKind::ALL,
         native_crates: &[],
+        programs: &[],
     },
     Family {
         engine: "sd-cpp",
@@ -45,6 +49,7 @@ pub const FAMILIES: &[Family] = &[
         args: &[],
         kinds: &[TaskKind::Image, TaskKind::Video],
         native_crates: &["diffusion-rs-sys"],
+        programs: &[],
     },
     Family {
         engine: "llama-cpp",
@@ -52,6 +57,7 @@ pub const FAMILIES: &[Family] = &[
         args: &[],
         kinds: &[TaskKind::Llm],
         native_crates: &["llama-cpp-2", "llama-cpp-sys-2"],
+        programs: &[],
     },
     Family {
         engine: "whisper-cpp",
@@ -59,6 +65,15 @@ pub const FAMILIES: &[Family] = &[
         args: &[],
         kinds: &[TaskKind::AudioStt],
         native_crates: &["whisper-rs", "whisper-rs-sys"],
+        programs: &[],
+    },
+    Family {
+        engine: "espeak",
+        binary: "engine-runner",
+        args: &["--engine", "espeak"],
+        kinds: &[TaskKind::AudioTts],
+        native_crates: &[],
+        programs: &["espeak-ng"],
     },
 ];
 

@@ -17,8 +17,8 @@ pub struct EngineCatalog {
 }
 
 impl EngineCatalog {
-    /// The engine families whose runner binary is on this host
-    /// ([`FAMILIES`]): `engine-runner` (synthetic) at `engine_runner_path`,
+    /// The engine families whose runner binary (and programs, such as
+    /// `espeak-ng`) are on this host ([`FAMILIES`]): `engine-runner` (synthetic) at `engine_runner_path`,
     /// and each native family's `engine-runner-<family>` beside it, where
     /// it was built. Native runners get `--threads` from `engine_threads`.
     pub fn discover(cfg: &Config) -> Self {
@@ -29,6 +29,10 @@ impl EngineCatalog {
             .unwrap_or_default();
         let mut entries = BTreeMap::new();
         for family in FAMILIES {
+            if let Some(missing) = family.programs.iter().find(|p| !on_path(p)) {
+                tracing::debug!(target: "engine", "engine {} not offered: {missing} is not on PATH", family.engine);
+                continue;
+            }
             let path = if family.binary == "engine-runner" {
                 runner.clone()
             } else {
@@ -103,4 +107,15 @@ impl EngineCatalog {
         }
         Ok(())
     }
+}
+
+/// True when `program` is an executable file in a `PATH` directory.
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|d| {
+            std::fs::metadata(d.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
 }

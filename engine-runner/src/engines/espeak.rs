@@ -1,0 +1,293 @@
+//! `espeak`: `audio_tts` with the `espeak-ng` program alone, no model
+//! files, so every worker with espeak-ng installed speaks. espeak-ng is
+//! GPL, so it runs as a separate process, never linked.
+//!
+//! ```text
+//! voice (when espeak knows it) ─┐
+//! language (when it knows it) ──┼─▶ espeak-ng -v V -s 175×speed -w out.wav --stdin ◀─ text
+//! en-us ────────────────────────┘        │
+//!                                        └─ mp3 / ogg (Opus) / flac: ffmpeg out.wav → out.<ext>
+//! ```
+//!
+//! espeak-ng writes the WAV itself as it speaks, so a long text never sits
+//! in memory as audio; the result goes back as a file.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use studio_protocol::runner::{JobOutput, JobRequest, Phase};
+use studio_protocol::studio::{AudioTtsTask, LogLevel, Task};
+
+use crate::engine::{Engine, EngineError, Reporter};
+
+/// espeak-ng's own rate at `speed` 1.0, in words per minute.
+const WPM: f64 = 175.0;
+/// The rates espeak-ng accepts.
+const WPM_RANGE: (f64, f64) = (80.0, 450.0);
+/// The voice when neither `voice` nor `language` names one espeak knows.
+const DEFAULT_VOICE: &str = "en-us";
+
+/// The espeak engine; it remembers the voices the installed espeak-ng has.
+#[derive(Default)]
+pub struct Espeak {
+    voices: Option<BTreeSet<String>>,
+}
+
+impl Espeak {
+    /// The names `-v` accepts here: each voice's language codes, its name
+    /// and its file (`espeak-ng --voices`), lower-cased.
+    fn voices(&mut self) -> Result<&BTreeSet<String>, EngineError> {
+        if self.voices.is_none() {
+            let out = espeak_command()
+                .arg("--voices")
+                .output()
+                .map_err(not_installed)?;
+            self.voices = Some(parse_voices(&String::from_utf8_lossy(&out.stdout)));
+        }
+        Ok(self.voices.get_or_insert_with(BTreeSet::new))
+    }
+
+    /// `-v`: `voice` when espeak knows it, else `language`, else en-us.
+    fn pick_voice(
+        &mut self,
+        t: &AudioTtsTask,
+        report: &mut dyn Reporter,
+    ) -> Result<String, EngineError> {
+        let known = self.voices()?;
+        let asked = [t.voice.as_deref(), t.language.as_deref()];
+        if let Some(v) = asked
+            .into_iter()
+            .flatten()
+            .map(|v| v.trim().to_ascii_lowercase().replace('_', "-"))
+            .find(|v| known.contains(v))
+        {
+            return Ok(v);
+        }
+        if let Some(lang) = t.language.as_deref().filter(|l| !l.trim().is_empty()) {
+            report.log(
+                LogLevel::Warn,
+                format!("espeak-ng has no voice for language `{lang}`; speaking {DEFAULT_VOICE}"),
+            );
+        }
+        Ok(DEFAULT_VOICE.into())
+    }
+
+    fn speak(
+        &mut self,
+        job: &JobRequest,
+        t: &AudioTtsTask,
+        report: &mut dyn Reporter,
+    ) -> Result<JobOutput, EngineError> {
+        let ext = t.effective_ext().to_ascii_lowercase();
+        let codec: &[&str] = match ext.as_str() {
+            "wav" => &[],
+            "mp3" => &["-c:a", "libmp3lame", "-b:a", "64k"],
+            "ogg" => &["-c:a", "libopus", "-b:a", "48k"],
+            "flac" => &["-c:a", "flac"],
+            other => {
+                return Err(EngineError::bad_input(format!(
+                    "task.ext: espeak writes wav, mp3, ogg or flac, not `{other}`"
+                )))
+            }
+        };
+        if t.text.trim().is_empty() {
+            return Err(EngineError::bad_input("task.text: nothing to speak"));
+        }
+        let speed = t.speed.unwrap_or(1.0);
+        if !speed.is_finite() || speed <= 0.0 {
+            return Err(EngineError::bad_input(format!(
+                "task.speed: must be a number above 0, got {speed}"
+            )));
+        }
+        let wpm = (WPM * speed).clamp(WPM_RANGE.0, WPM_RANGE.1).round();
+        let voice = self.pick_voice(t, report)?;
+        report.log(
+            LogLevel::Info,
+            format!("espeak-ng voice {voice}, {wpm} words per minute"),
+        );
+        let dir = job
+            .scratch_dir
+            .as_ref()
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| EngineError::engine(format!("cannot make {}: {e}", dir.display())))?;
+        let stem = format!(
+            "tts-{}-{}",
+            std::process::id(),
+            crate::serve::safe_file_name(&job.job_id)
+        );
+        let wav = dir.join(format!("{stem}.wav"));
+        let mut cmd = espeak_command();
+        cmd.args(["-v", &voice, "-s", &format!("{wpm}"), "-w"])
+            .arg(&wav)
+            .arg("--stdin");
+        run_with_input(cmd, "espeak-ng", t.text.as_bytes()).inspect_err(|_| {
+            let _ = std::fs::remove_file(&wav);
+        })?;
+        let path = if codec.is_empty() {
+            wav
+        } else {
+            let out = dir.join(format!("{stem}.{ext}"));
+            let mut ff = Command::new("ffmpeg");
+            ff.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i"])
+                .arg(&wav)
+                .args(codec)
+                .arg(&out);
+            let result = run_with_input(ff, "ffmpeg", &[]);
+            let _ = std::fs::remove_file(&wav);
+            result?;
+            out
+        };
+        report.progress(Phase::Running, 1, 1);
+        Ok(JobOutput::File {
+            path: path.to_string_lossy().into_owned(),
+            ext,
+        })
+    }
+}
+
+impl Engine for Espeak {
+    fn name(&self) -> &'static str {
+        "espeak"
+    }
+
+    fn run(
+        &mut self,
+        job: &JobRequest,
+        report: &mut dyn Reporter,
+    ) -> Result<JobOutput, EngineError> {
+        match &job.task {
+            Task::AudioTts(t) => self.speak(job, t, report),
+            other => Err(EngineError::cannot_serve("espeak", other)),
+        }
+    }
+
+    /// Nothing to load: checks that espeak-ng answers.
+    fn preload(
+        &mut self,
+        _job: &JobRequest,
+        _report: &mut dyn Reporter,
+    ) -> Result<(), EngineError> {
+        self.voices().map(|_| ())
+    }
+}
+
+fn espeak_command() -> Command {
+    Command::new("espeak-ng")
+}
+
+fn not_installed(e: std::io::Error) -> EngineError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        EngineError::unavailable(
+            "espeak-ng not found on PATH: install it (apt-get install espeak-ng)",
+        )
+    } else {
+        EngineError::unavailable(format!("cannot start espeak-ng: {e}"))
+    }
+}
+
+/// Runs `cmd` (dying with this runner) with `input` on its stdin; a
+/// failure names `what` and the end of its stderr.
+fn run_with_input(mut cmd: Command, what: &str, input: &[u8]) -> Result<(), EngineError> {
+    crate::encode::die_with_runner(&mut cmd);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| {
+        if what == "espeak-ng" {
+            not_installed(e)
+        } else if e.kind() == std::io::ErrorKind::NotFound {
+            EngineError::unavailable(format!(
+                "{what} not found on PATH: it is needed for this output format"
+            ))
+        } else {
+            EngineError::unavailable(format!("cannot start {what}: {e}"))
+        }
+    })?;
+    let mut stderr = child.stderr.take();
+    let drain = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(e) = stderr.as_mut() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    });
+    if let Some(mut stdin) = child.stdin.take() {
+        // A program that exits early closes its end; its status says why.
+        let _ = stdin.write_all(input);
+    }
+    let status = child
+        .wait()
+        .map_err(|e| EngineError::engine(format!("{what}: {e}")))?;
+    let err = drain.join().unwrap_or_default();
+    if !status.success() {
+        let tail: String = err
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .chars()
+            .take(300)
+            .collect();
+        return Err(EngineError::engine(format!(
+            "{what} failed ({status}): {tail}"
+        )));
+    }
+    Ok(())
+}
+
+/// The `-v` names in `espeak-ng --voices` output: the language column (and
+/// any "other languages" codes), the voice name and the file, lower-cased.
+fn parse_voices(listing: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in listing.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() < 5 {
+            continue;
+        }
+        names.insert(cols[1].to_ascii_lowercase());
+        names.insert(cols[3].to_ascii_lowercase());
+        names.insert(cols[4].to_ascii_lowercase());
+        if let Some(base) = Path::new(cols[4]).file_name() {
+            names.insert(base.to_string_lossy().to_ascii_lowercase());
+        }
+        for other in &cols[5..] {
+            if let Some(code) = other
+                .strip_prefix('(')
+                .and_then(|o| o.split_whitespace().next())
+            {
+                names.insert(code.trim_end_matches(')').to_ascii_lowercase());
+            }
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voices_are_read_from_the_listing() {
+        let listing = "Pty Language       Age/Gender VoiceName          File                 Other Languages\n \
+ 5  af              --/M      Afrikaans          gmw/af\n \
+ 2  en-us           --/M      English_(America)  gmw/en-US            (en 3)\n \
+ 5  de              --/M      German             gmw/de\n";
+        let v = parse_voices(listing);
+        for name in [
+            "af",
+            "en-us",
+            "gmw/en-us",
+            "english_(america)",
+            "de",
+            "german",
+            "en",
+        ] {
+            assert!(v.contains(name), "{name} in {v:?}");
+        }
+        assert!(!v.contains("language"), "the header is not a voice");
+    }
+}

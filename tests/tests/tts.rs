@@ -1,0 +1,152 @@
+//! Text to speech end to end: the real worker and runners, the fake
+//! studio, and speech proved real by transcribing it back with our own
+//! whisper.cpp runner (whisper tiny.en) through the same worker.
+//!
+//! One test function: engine work runs one job at a time, 1 thread.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{json, Value};
+use studio_worker_tests::bounds;
+use studio_worker_tests::studio::FakeStudio;
+use studio_worker_tests::{models, start_worker};
+
+const SENTENCE: &str =
+    "Please send the report to the office before noon on Friday. The weather today is sunny and warm.";
+
+fn words(s: &str) -> Vec<String> {
+    s.to_lowercase()
+        .split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Word error rate: word-level edit distance over the reference length.
+fn wer(reference: &str, hypothesis: &str) -> f64 {
+    let (r, h) = (words(reference), words(hypothesis));
+    let mut prev: Vec<usize> = (0..=h.len()).collect();
+    for (i, rw) in r.iter().enumerate() {
+        let mut cur = vec![i + 1; h.len() + 1];
+        for (j, hw) in h.iter().enumerate() {
+            let sub = prev[j] + usize::from(rw != hw);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[h.len()] as f64 / r.len().max(1) as f64
+}
+
+/// ffprobe's format name and duration of `bytes` (written to `dir/name`).
+fn probe(dir: &Path, name: &str, bytes: &[u8]) -> (String, f64) {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=format_name,duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&path)
+        .output()
+        .expect("ffprobe runs (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (format, duration) = text.rsplit_once(',').expect("format,duration");
+    (format.to_string(), duration.parse().expect("a duration"))
+}
+
+fn espeak(id: &str, task: Value) -> Value {
+    json!({"jobId": id, "gameId": "g", "assetName": format!("g/{id}"), "model": "espeak", "vramGbEstimate": 0.0,
+        "task": task, "modelSource": {"engine": "espeak", "files": [], "cliDefaults": {"cfgScale": 1.0, "steps": 1, "width": 1, "height": 1}}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn espeak_speaks_without_model_files_and_whisper_hears_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let studio = FakeStudio::start().await;
+    let whisper = studio.serve_model_file("model", &models::path(models::WHISPER));
+    let stt_src = json!({"engine": "whisper-cpp", "files": [whisper], "cliDefaults": {"cfgScale": 1.0, "steps": 1, "width": 1, "height": 1}});
+    let (_home, _worker) = start_worker(&studio, "engine_threads = 1\n", &[]).await;
+    let hello = studio.wait_frame("hello", "").await;
+    assert!(
+        hello["capabilities"]["supportedModelsPerKind"]["audio_tts"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("espeak:*")),
+        "{hello}"
+    );
+
+    // Natural speed and double speed: about half the duration.
+    let mut durations = Vec::new();
+    for (id, speed) in [("tts-1x", 1.0), ("tts-2x", 2.0)] {
+        studio.offer(espeak(
+            id,
+            json!({"kind": "audio_tts", "text": SENTENCE, "speed": speed, "language": "en"}),
+        ));
+        let up = studio.wait_upload_within(id, bounds::engine_work()).await;
+        assert_eq!(up.ext, "wav");
+        let (format, seconds) = probe(dir.path(), &format!("{id}.wav"), &up.bytes);
+        assert_eq!(format, "wav");
+        durations.push(seconds);
+        studio.serve_file(&format!("{id}.wav"), up.bytes);
+    }
+    let ratio = durations[1] / durations[0];
+    assert!(
+        (0.425..=0.575).contains(&ratio),
+        "speed 2.0 took {:.2} s against {:.2} s at 1.0 (ratio {ratio:.2})",
+        durations[1],
+        durations[0]
+    );
+
+    // The speech is real: whisper transcribes it back.
+    studio.offer(json!({"jobId": "hear-1x", "gameId": "g", "assetName": "g/hear", "model": "whisper-tiny.en", "vramGbEstimate": 0.2,
+        "task": {"kind": "audio_stt", "inputUrl": studio.file_url("tts-1x.wav"), "language": "en"}, "modelSource": stt_src}));
+    let done = studio
+        .wait_frame_within("completeJson", "hear-1x", bounds::engine_work())
+        .await;
+    let text = done["result"]["text"].as_str().unwrap();
+    let e = wer(SENTENCE, text);
+    assert!(e < 0.3, "WER {e:.2} for {text:?}");
+
+    // mp3 and ogg (Opus) decode with ffprobe.
+    for ext in ["mp3", "ogg"] {
+        let id = format!("tts-{ext}");
+        studio.offer(espeak(
+            &id,
+            json!({"kind": "audio_tts", "text": "Short and clear.", "ext": ext}),
+        ));
+        let up = studio.wait_upload_within(&id, bounds::engine_work()).await;
+        assert_eq!(up.ext, ext);
+        let (format, seconds) = probe(dir.path(), &format!("{id}.{ext}"), &up.bytes);
+        assert!(format.contains(ext), "{ext}: ffprobe says {format}");
+        assert!(seconds > 0.3, "{ext}: {seconds} s");
+    }
+
+    // Bad input is named, and the next job runs.
+    studio.offer(espeak(
+        "tts-png",
+        json!({"kind": "audio_tts", "text": "no", "ext": "png"}),
+    ));
+    let fail = studio.wait_frame("fail", "tts-png").await;
+    assert!(
+        fail["error"].as_str().unwrap().contains("task.ext"),
+        "{fail}"
+    );
+    assert_eq!(fail["retryable"], false, "{fail}");
+    studio.offer(espeak(
+        "tts-after",
+        json!({"kind": "audio_tts", "text": "Still here."}),
+    ));
+    studio
+        .wait_upload_within("tts-after", bounds::engine_work())
+        .await;
+}
