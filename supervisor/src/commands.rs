@@ -83,10 +83,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("threshold:     {} GB", cfg.vram_threshold_gb);
             println!("enabled:       {}", cfg.auto_enabled);
             println!("models root:   {}", cfg.models_root().display());
-            println!(
-                "engines:       {}",
-                runner::EngineCatalog::discover(&cfg).names().join(", ")
-            );
+            let catalog = runner::EngineCatalog::discover(&cfg);
+            println!("engines:       {}", catalog.names().join(", "));
+            for (engine, why) in catalog.unusable() {
+                println!("not usable:    {engine}: {why}");
+            }
             let gpus = gpu::probe();
             if gpus.is_empty() {
                 println!("gpus:          none found (jobs run on the CPU)");

@@ -125,6 +125,11 @@ pub struct Config {
     pub model_keep_alive_secs: i64,
     /// GPU memory in GB kept free beyond every estimate.
     pub vram_margin_gb: f64,
+    /// The ONNX Runtime library (`libonnxruntime.so.1.x`) for the piper
+    /// and onnx engines; default: `ORT_DYLIB_PATH`, else beside the runner
+    /// binaries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub onnxruntime_path: Option<PathBuf>,
     /// Named models (`[[models]]`); `pin = true` ones load at start.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<crate::models::named::NamedModel>,
@@ -253,6 +258,7 @@ impl Default for Config {
             restart_backoff_max_ms: 30_000,
             model_keep_alive_secs: 300,
             vram_margin_gb: 1.0,
+            onnxruntime_path: None,
             models: Vec::new(),
             gpus: None,
             workers: Vec::new(),

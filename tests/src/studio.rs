@@ -808,8 +808,10 @@ async fn session(shared: Arc<Shared>, mut socket: WebSocket, worker_id: String) 
                     shared.push(Event::Frame(json!({"type": "<not json>", "text": text})));
                     continue;
                 };
+                // Recorded before it is acted on, so whoever sees the
+                // reaction (a welcome, the next fed offer) also sees it.
+                shared.push(Event::Frame(v.clone()));
                 let reply = on_frame(&shared, &worker_id, &v, &tx, &mut welcomed);
-                shared.push(Event::Frame(v));
                 match reply {
                     Reply::None => {}
                     Reply::Send(m) => {

@@ -150,3 +150,162 @@ async fn espeak_speaks_without_model_files_and_whisper_hears_it() {
         .wait_upload_within("tts-after", bounds::engine_work())
         .await;
 }
+
+/// The Piper voice's two files as served `modelSource.files` entries.
+fn voice_files(studio: &FakeStudio) -> (Value, Value) {
+    let model = models::path(models::VOICE);
+    let config = models::path(&format!("{}.json", models::VOICE));
+    (
+        studio.serve_model_file("model", &model),
+        studio.serve_model_file("config", &config),
+    )
+}
+
+fn piper(id: &str, files: Vec<Value>, task: Value) -> Value {
+    json!({"jobId": id, "gameId": "g", "assetName": format!("g/{id}"), "model": "piper-joe", "vramGbEstimate": 0.1,
+        "task": task, "modelSource": {"engine": "piper", "files": files, "cliDefaults": {"cfgScale": 1.0, "steps": 1, "width": 1, "height": 1}}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piper_speaks_a_neural_voice_that_whisper_transcribes_word_for_word() {
+    let dir = tempfile::tempdir().unwrap();
+    let studio = FakeStudio::start().await;
+    let (model, config) = voice_files(&studio);
+    let whisper = studio.serve_model_file("model", &models::path(models::WHISPER));
+    let stt_src = json!({"engine": "whisper-cpp", "files": [whisper], "cliDefaults": {"cfgScale": 1.0, "steps": 1, "width": 1, "height": 1}});
+    let cfg = format!(
+        "engine_threads = 1\nonnxruntime_path = \"{}\"\n",
+        models::path(models::ORT).display()
+    );
+    let (home, _worker) = start_worker(&studio, &cfg, &[]).await;
+    let hello = studio.wait_frame("hello", "").await;
+    assert!(
+        hello["capabilities"]["supportedModelsPerKind"]["audio_tts"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("piper:*")),
+        "{hello}"
+    );
+
+    studio.offer(piper(
+        "joe",
+        vec![model.clone(), config.clone()],
+        json!({"kind": "audio_tts", "text": SENTENCE}),
+    ));
+    let up = studio
+        .wait_upload_within("joe", bounds::engine_work())
+        .await;
+    assert_eq!(up.ext, "wav");
+    let (format, seconds) = probe(dir.path(), "joe.wav", &up.bytes);
+    assert_eq!(format, "wav");
+    assert!((2.0..15.0).contains(&seconds), "{seconds} s");
+    studio.serve_file("joe.wav", up.bytes);
+    studio.offer(json!({"jobId": "hear-joe", "gameId": "g", "assetName": "g/hear", "model": "whisper-tiny.en", "vramGbEstimate": 0.2,
+        "task": {"kind": "audio_stt", "inputUrl": studio.file_url("joe.wav"), "language": "en"}, "modelSource": stt_src}));
+    let done = studio
+        .wait_frame_within("completeJson", "hear-joe", bounds::engine_work())
+        .await;
+    let text = done["result"]["text"].as_str().unwrap();
+    let e = wer(SENTENCE, text);
+    assert!(e < 0.2, "WER {e:.2} for {text:?}");
+
+    // The voice stays loaded: an mp3 on the same runner, no second load.
+    studio.offer(piper(
+        "joe-mp3",
+        vec![model.clone(), config],
+        json!({"kind": "audio_tts", "text": "Short and clear.", "ext": "mp3"}),
+    ));
+    let up = studio
+        .wait_upload_within("joe-mp3", bounds::engine_work())
+        .await;
+    let (format, _) = probe(dir.path(), "joe.mp3", &up.bytes);
+    assert_eq!(format, "mp3");
+    let status = home
+        .wait_status("the piper runner in the status", |s| {
+            s["runners"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["engine"] == "piper"))
+        })
+        .await;
+    let runner = status["runners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["engine"] == "piper")
+        .unwrap();
+    assert_eq!(runner["loads"], 1, "{runner}");
+
+    // A voice without its config: bad input naming the role; the worker
+    // takes the next job.
+    studio.offer(piper(
+        "no-config",
+        vec![model],
+        json!({"kind": "audio_tts", "text": "Hello."}),
+    ));
+    let fail = studio.wait_frame("fail", "no-config").await;
+    let error = fail["error"].as_str().unwrap();
+    assert!(
+        error.contains("`config`") && error.contains(".onnx.json"),
+        "{fail}"
+    );
+    assert_eq!(fail["retryable"], false, "{fail}");
+    studio.offer(espeak(
+        "after-no-config",
+        json!({"kind": "audio_tts", "text": "Still here."}),
+    ));
+    studio
+        .wait_upload_within("after-no-config", bounds::engine_work())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_usable_onnx_runtime_piper_is_not_offered_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("libonnxruntime.so.1.99.0");
+    let not_ort = models::path(&format!("{}.json", models::VOICE));
+    let cases = [
+        (missing.clone(), "does not exist"),
+        (not_ort.clone(), "dlopen"),
+        (models::path(models::OLD_ORT), "1.19.2"),
+    ];
+    for (i, (lib, cause)) in cases.iter().enumerate() {
+        let studio = FakeStudio::start().await;
+        let (model, config) = voice_files(&studio);
+        let cfg = format!("onnxruntime_path = \"{}\"\n", lib.display());
+        let (home, _worker) = start_worker(&studio, &cfg, &[]).await;
+        let hello = studio.wait_frame("hello", "").await;
+        let tts = &hello["capabilities"]["supportedModelsPerKind"]["audio_tts"];
+        assert!(
+            !tts.as_array().unwrap().contains(&json!("piper:*")),
+            "{lib:?}: {tts}"
+        );
+        let id = format!("piper-{i}");
+        studio.offer(piper(
+            &id,
+            vec![model, config],
+            json!({"kind": "audio_tts", "text": "Hello."}),
+        ));
+        let fail = studio.wait_frame("fail", &id).await;
+        let error = fail["error"].as_str().unwrap();
+        assert!(
+            error.contains("piper") && error.contains(cause),
+            "{lib:?}: {fail}"
+        );
+        assert_eq!(fail["retryable"], true, "engine-unavailable: {fail}");
+        // `status` says it too.
+        let status = home.cli(&["status"]);
+        let shown = String::from_utf8_lossy(&status.stdout);
+        assert!(
+            shown.contains("not usable:") && shown.contains(cause),
+            "{shown}"
+        );
+        // The worker takes the next job.
+        studio.offer(espeak(
+            &format!("after-{i}"),
+            json!({"kind": "audio_tts", "text": "Still here."}),
+        ));
+        studio
+            .wait_upload_within(&format!("after-{i}"), bounds::engine_work())
+            .await;
+    }
+}

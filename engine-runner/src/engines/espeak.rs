@@ -13,13 +13,13 @@
 //! in memory as audio; the result goes back as a file.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 use studio_protocol::runner::{JobOutput, JobRequest, Phase};
 use studio_protocol::studio::{AudioTtsTask, LogLevel, Task};
 
+use crate::encode::audio;
 use crate::engine::{Engine, EngineError, Reporter};
 
 /// espeak-ng's own rate at `speed` 1.0, in words per minute.
@@ -40,11 +40,10 @@ impl Espeak {
     /// and its file (`espeak-ng --voices`), lower-cased.
     fn voices(&mut self) -> Result<&BTreeSet<String>, EngineError> {
         if self.voices.is_none() {
-            let out = espeak_command()
-                .arg("--voices")
-                .output()
-                .map_err(not_installed)?;
-            self.voices = Some(parse_voices(&String::from_utf8_lossy(&out.stdout)));
+            let mut cmd = Command::new("espeak-ng");
+            cmd.arg("--voices");
+            let out = audio::run_program(cmd, "espeak-ng", &[])?;
+            self.voices = Some(parse_voices(&String::from_utf8_lossy(&out)));
         }
         Ok(self.voices.get_or_insert_with(BTreeSet::new))
     }
@@ -81,17 +80,7 @@ impl Espeak {
         report: &mut dyn Reporter,
     ) -> Result<JobOutput, EngineError> {
         let ext = t.effective_ext().to_ascii_lowercase();
-        let codec: &[&str] = match ext.as_str() {
-            "wav" => &[],
-            "mp3" => &["-c:a", "libmp3lame", "-b:a", "64k"],
-            "ogg" => &["-c:a", "libopus", "-b:a", "48k"],
-            "flac" => &["-c:a", "flac"],
-            other => {
-                return Err(EngineError::bad_input(format!(
-                    "task.ext: espeak writes wav, mp3, ogg or flac, not `{other}`"
-                )))
-            }
-        };
+        let codec = audio::codec("espeak", &ext)?;
         if t.text.trim().is_empty() {
             return Err(EngineError::bad_input("task.text: nothing to speak"));
         }
@@ -107,45 +96,17 @@ impl Espeak {
             LogLevel::Info,
             format!("espeak-ng voice {voice}, {wpm} words per minute"),
         );
-        let dir = job
-            .scratch_dir
-            .as_ref()
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| EngineError::engine(format!("cannot make {}: {e}", dir.display())))?;
-        let stem = format!(
-            "tts-{}-{}",
-            std::process::id(),
-            crate::serve::safe_file_name(&job.job_id)
-        );
+        let (dir, stem) = audio::target(job)?;
         let wav = dir.join(format!("{stem}.wav"));
-        let mut cmd = espeak_command();
+        let mut cmd = Command::new("espeak-ng");
         cmd.args(["-v", &voice, "-s", &format!("{wpm}"), "-w"])
             .arg(&wav)
             .arg("--stdin");
-        run_with_input(cmd, "espeak-ng", t.text.as_bytes()).inspect_err(|_| {
+        audio::run_program(cmd, "espeak-ng", t.text.as_bytes()).inspect_err(|_| {
             let _ = std::fs::remove_file(&wav);
         })?;
-        let path = if codec.is_empty() {
-            wav
-        } else {
-            let out = dir.join(format!("{stem}.{ext}"));
-            let mut ff = Command::new("ffmpeg");
-            ff.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i"])
-                .arg(&wav)
-                .args(codec)
-                .arg(&out);
-            let result = run_with_input(ff, "ffmpeg", &[]);
-            let _ = std::fs::remove_file(&wav);
-            result?;
-            out
-        };
         report.progress(Phase::Running, 1, 1);
-        Ok(JobOutput::File {
-            path: path.to_string_lossy().into_owned(),
-            ext,
-        })
+        audio::finish(wav, &ext, codec)
     }
 }
 
@@ -173,70 +134,6 @@ impl Engine for Espeak {
     ) -> Result<(), EngineError> {
         self.voices().map(|_| ())
     }
-}
-
-fn espeak_command() -> Command {
-    Command::new("espeak-ng")
-}
-
-fn not_installed(e: std::io::Error) -> EngineError {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        EngineError::unavailable(
-            "espeak-ng not found on PATH: install it (apt-get install espeak-ng)",
-        )
-    } else {
-        EngineError::unavailable(format!("cannot start espeak-ng: {e}"))
-    }
-}
-
-/// Runs `cmd` (dying with this runner) with `input` on its stdin; a
-/// failure names `what` and the end of its stderr.
-fn run_with_input(mut cmd: Command, what: &str, input: &[u8]) -> Result<(), EngineError> {
-    crate::encode::die_with_runner(&mut cmd);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| {
-        if what == "espeak-ng" {
-            not_installed(e)
-        } else if e.kind() == std::io::ErrorKind::NotFound {
-            EngineError::unavailable(format!(
-                "{what} not found on PATH: it is needed for this output format"
-            ))
-        } else {
-            EngineError::unavailable(format!("cannot start {what}: {e}"))
-        }
-    })?;
-    let mut stderr = child.stderr.take();
-    let drain = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(e) = stderr.as_mut() {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    });
-    if let Some(mut stdin) = child.stdin.take() {
-        // A program that exits early closes its end; its status says why.
-        let _ = stdin.write_all(input);
-    }
-    let status = child
-        .wait()
-        .map_err(|e| EngineError::engine(format!("{what}: {e}")))?;
-    let err = drain.join().unwrap_or_default();
-    if !status.success() {
-        let tail: String = err
-            .trim()
-            .lines()
-            .last()
-            .unwrap_or("")
-            .chars()
-            .take(300)
-            .collect();
-        return Err(EngineError::engine(format!(
-            "{what} failed ({status}): {tail}"
-        )));
-    }
-    Ok(())
 }
 
 /// The `-v` names in `espeak-ng --voices` output: the language column (and

@@ -31,6 +31,12 @@ impl Family {
     pub fn is_native(&self) -> bool {
         !self.native_crates.is_empty()
     }
+
+    /// True when the family's runner loads ONNX Runtime at run time (and
+    /// answers `--check` with whether it can).
+    pub fn uses_onnxruntime(&self) -> bool {
+        self.native_crates.contains(&"ort")
+    }
 }
 
 /// Every engine family this build knows, the synthetic one first.
@@ -66,6 +72,14 @@ pub const FAMILIES: &[Family] = &[
         kinds: &[TaskKind::AudioStt],
         native_crates: &["whisper-rs", "whisper-rs-sys"],
         programs: &[],
+    },
+    Family {
+        engine: "piper",
+        binary: "engine-runner-piper",
+        args: &[],
+        kinds: &[TaskKind::AudioTts],
+        native_crates: &["ort", "ort-sys"],
+        programs: &["espeak-ng"],
     },
     Family {
         engine: "espeak",

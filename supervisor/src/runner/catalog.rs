@@ -2,7 +2,8 @@
 //! to start each one's runner.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::config::Config;
 use studio_protocol::runner::{ErrorClass, FAMILIES};
@@ -10,27 +11,72 @@ use studio_protocol::studio::{Engine, TaskKind};
 
 use super::child::ChildFailure;
 
+/// How to start one engine's runner.
+#[derive(Debug, Clone)]
+struct Entry {
+    path: PathBuf,
+    args: Vec<String>,
+    kinds: Vec<TaskKind>,
+    /// Set in the runner's environment (`ORT_DYLIB_PATH`).
+    env: Vec<(String, String)>,
+}
+
 /// How to start the runner for each engine present on this host.
 #[derive(Debug, Clone)]
 pub struct EngineCatalog {
-    entries: BTreeMap<String, (PathBuf, Vec<String>, Vec<TaskKind>)>,
+    entries: BTreeMap<String, Entry>,
+    /// Families this build has but this host cannot run, and why.
+    unusable: BTreeMap<String, String>,
 }
+
+/// How to start one engine's runner (see [`EngineCatalog::command`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RunnerCommand<'a> {
+    /// The runner binary.
+    pub program: &'a PathBuf,
+    /// Its arguments.
+    pub args: &'a [String],
+    /// Added to its environment.
+    pub env: &'a [(String, String)],
+}
+
+/// How long a runner may take to answer `--check`.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl EngineCatalog {
     /// The engine families whose runner binary (and programs, such as
-    /// `espeak-ng`) are on this host ([`FAMILIES`]): `engine-runner` (synthetic) at `engine_runner_path`,
-    /// and each native family's `engine-runner-<family>` beside it, where
-    /// it was built. Native runners get `--threads` from `engine_threads`.
+    /// `espeak-ng`) are on this host ([`FAMILIES`]): `engine-runner`
+    /// (synthetic, espeak) at `engine_runner_path`, and each native
+    /// family's `engine-runner-<family>` beside it, where it was built.
+    /// Native runners get `--threads` from `engine_threads`. A family on
+    /// ONNX Runtime is offered only when its runner's `--check` loads the
+    /// library (`onnxruntime_path`, else `ORT_DYLIB_PATH`, else beside the
+    /// runner binaries).
     pub fn discover(cfg: &Config) -> Self {
         let runner = crate::session::runner_path(cfg);
         let threads: Vec<String> = cfg
             .engine_threads
             .map(|t| vec!["--threads".into(), t.to_string()])
             .unwrap_or_default();
+        let ort_env: Vec<(String, String)> = cfg
+            .onnxruntime_path
+            .as_deref()
+            .map(crate::config::expand_home)
+            .map(|p| {
+                vec![(
+                    "ORT_DYLIB_PATH".to_string(),
+                    p.to_string_lossy().into_owned(),
+                )]
+            })
+            .unwrap_or_default();
         let mut entries = BTreeMap::new();
+        let mut unusable = BTreeMap::new();
         for family in FAMILIES {
             if let Some(missing) = family.programs.iter().find(|p| !on_path(p)) {
-                tracing::debug!(target: "engine", "engine {} not offered: {missing} is not on PATH", family.engine);
+                unusable.insert(
+                    family.engine.to_string(),
+                    format!("{missing} is not on PATH (install it)"),
+                );
                 continue;
             }
             let path = if family.binary == "engine-runner" {
@@ -45,6 +91,18 @@ impl EngineCatalog {
                     None => continue,
                 }
             };
+            let env = if family.uses_onnxruntime() {
+                ort_env.clone()
+            } else {
+                Vec::new()
+            };
+            if family.uses_onnxruntime() {
+                if let Err(why) = check(&path, &env) {
+                    tracing::warn!(target: "engine", "engine {} not offered: {why}", family.engine);
+                    unusable.insert(family.engine.to_string(), why);
+                    continue;
+                }
+            }
             let mut args = vec!["--stdio".to_string()];
             args.extend(family.args.iter().map(|a| a.to_string()));
             if family.is_native() {
@@ -52,15 +110,30 @@ impl EngineCatalog {
             }
             entries.insert(
                 family.engine.to_string(),
-                (path, args, family.kinds.to_vec()),
+                Entry {
+                    path,
+                    args,
+                    kinds: family.kinds.to_vec(),
+                    env,
+                },
             );
         }
-        Self { entries }
+        Self { entries, unusable }
     }
 
-    /// The program and arguments that start `engine`'s runner.
-    pub fn command(&self, engine: &str) -> Option<(&PathBuf, &[String])> {
-        self.entries.get(engine).map(|e| (&e.0, e.1.as_slice()))
+    /// The program, arguments and environment that start `engine`'s
+    /// runner.
+    pub fn command(&self, engine: &str) -> Option<RunnerCommand<'_>> {
+        self.entries.get(engine).map(|e| RunnerCommand {
+            program: &e.path,
+            args: &e.args,
+            env: &e.env,
+        })
+    }
+
+    /// Engines this build has that this host cannot run, with the reason.
+    pub fn unusable(&self) -> &BTreeMap<String, String> {
+        &self.unusable
     }
 
     /// The engines this host can run, by wire name.
@@ -72,7 +145,7 @@ impl EngineCatalog {
     pub fn kinds(&self, engine: &str) -> &[TaskKind] {
         self.entries
             .get(engine)
-            .map(|e| e.2.as_slice())
+            .map(|e| e.kinds.as_slice())
             .unwrap_or(&[])
     }
 
@@ -88,13 +161,16 @@ impl EngineCatalog {
                 child_dead: false,
             });
         }
-        let Some((_, _, kinds)) = self.entries.get(name) else {
+        let Some(Entry { kinds, .. }) = self.entries.get(name) else {
             return Err(ChildFailure {
                 class: ErrorClass::EngineUnavailable,
-                message: format!(
-                    "engine `{name}` is not available on this worker (available: {})",
-                    self.names().join(", ")
-                ),
+                message: match self.unusable.get(name) {
+                    Some(why) => format!("engine `{name}` is not usable on this worker: {why}"),
+                    None => format!(
+                        "engine `{name}` is not available on this worker (available: {})",
+                        self.names().join(", ")
+                    ),
+                },
                 child_dead: false,
             });
         };
@@ -118,4 +194,47 @@ fn on_path(program: &str) -> bool {
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
     })
+}
+
+/// Runs `runner --check` (with `env`): Ok when it loads what it needs,
+/// else the first line it printed about why.
+fn check(runner: &Path, env: &[(String, String)]) -> Result<(), String> {
+    let mut child = std::process::Command::new(runner)
+        .arg("--check")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {} --check: {e}", runner.display()))?;
+    let deadline = std::time::Instant::now() + CHECK_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{} --check did not answer within 10 s",
+                    runner.display()
+                ));
+            }
+        }
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{} --check: {e}", runner.display()))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&out.stderr);
+    Err(text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("the check failed without a reason")
+        .to_string())
 }

@@ -224,7 +224,7 @@ impl Runners {
                 false,
             ));
         }
-        let Some((program, args)) = self.catalog.command(&key.engine) else {
+        let Some(cmd) = self.catalog.command(&key.engine) else {
             return Err(ChildFailure::new(
                 ErrorClass::EngineUnavailable,
                 format!("engine `{}` is not available", key.engine),
@@ -239,14 +239,14 @@ impl Runners {
             .or_insert_with(|| self.backoff_template.clone())
             .delay();
         Ok(Lease::Spawn(SpawnPlan {
-            program: program.clone(),
-            args: args.to_vec(),
+            program: cmd.program.clone(),
+            args: cmd.args.to_vec(),
             engine: key.engine.clone(),
             epoch: *epoch,
             delay,
             max_frame: self.max_frame,
             memory_limit: self.memory_limit,
-            env,
+            env: cmd.env.iter().cloned().chain(env).collect(),
         }))
     }
 

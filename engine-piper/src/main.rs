@@ -1,0 +1,57 @@
+//! `engine-runner-piper`: Piper neural voices on ONNX Runtime, loaded at
+//! run time. Same channel and modes as `engine-runner`:
+//!
+//! ```text
+//! engine-runner-piper --stdio                                   # framed, for the supervisor
+//! engine-runner-piper --stdio --json --model en_US-joe-medium.onnx   # by hand
+//! engine-runner-piper --check                                   # can this host load ONNX Runtime?
+//! ```
+//!
+//! The library: `ORT_DYLIB_PATH` (the supervisor sets it from
+//! `onnxruntime_path`), else `libonnxruntime.so*` beside this binary.
+
+mod engine;
+mod ort_lib;
+
+use clap::Parser;
+use engine_runner::process::{self, run, ModelArgs, RunnerArgs};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "engine-runner-piper",
+    version,
+    about = "Hosts Piper voices on ONNX Runtime for studio-worker"
+)]
+struct Args {
+    #[command(flatten)]
+    common: RunnerArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Load ONNX Runtime, print its version and path, and exit (0: usable;
+    /// 3: not, with the reason on stderr).
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() {
+    let args = Args::parse();
+    if args.check {
+        match ort_lib::load() {
+            Ok(found) => {
+                println!("{found}");
+                std::process::exit(0)
+            }
+            Err(why) => {
+                eprintln!("{why}");
+                std::process::exit(3)
+            }
+        }
+    }
+    let (threads, model) = args.model.resolve("engine-runner-piper", "piper");
+    run("engine-runner-piper", args.common, move || {
+        process::log_to_stderr();
+        let env = ort_lib::load()?;
+        Ok(Box::new(engine::Piper::new(env, threads, model))
+            as Box<dyn engine_runner::engine::Engine>)
+    });
+}
