@@ -169,6 +169,15 @@ impl Piper {
                 .map_err(|e| EngineError::engine(format!("ONNX Runtime session: {e}")))?
                 .with_intra_threads(self.threads.max(1) as usize)
                 .map_err(|e| EngineError::engine(format!("ONNX Runtime threads: {e}")))?
+                // Every sentence has its own input length: no arena and no
+                // memory pattern, so a long text's memory stays that of
+                // one sentence instead of growing with each new shape.
+                .with_memory_pattern(false)
+                .map_err(|e| EngineError::engine(format!("ONNX Runtime options: {e}")))?
+                .with_execution_providers([ort::ep::CPU::default()
+                    .with_arena_allocator(false)
+                    .build()])
+                .map_err(|e| EngineError::engine(format!("ONNX Runtime options: {e}")))?
                 .commit_from_file(model)
                 .map_err(bad_model)?;
             let takes_sid = session.inputs().iter().any(|i| i.name() == "sid");

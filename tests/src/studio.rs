@@ -218,6 +218,8 @@ impl FakeStudio {
                 get(register_poll),
             )
             .route("/files/{name}", get(file))
+            // Uploads as large as the worker sends (long speech, video).
+            .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(shared.clone());
         let listener = bind_retry(addr).await;
         let addr = listener.local_addr().expect("local addr");

@@ -209,6 +209,23 @@ async fn piper_speaks_a_neural_voice_that_whisper_transcribes_word_for_word() {
     let e = wer(SENTENCE, text);
     assert!(e < 0.2, "WER {e:.2} for {text:?}");
 
+    // Double speed is shorter. (Not half: Piper rounds each phoneme's
+    // length up to whole frames, so halving the length scale gave 0.67 of
+    // the duration here; espeak's rate is exact, see its test.)
+    studio.offer(piper(
+        "joe-2x",
+        vec![model.clone(), config.clone()],
+        json!({"kind": "audio_tts", "text": SENTENCE, "speed": 2.0}),
+    ));
+    let fast = studio
+        .wait_upload_within("joe-2x", bounds::engine_work())
+        .await;
+    let (_, fast_seconds) = probe(dir.path(), "joe-2x.wav", &fast.bytes);
+    assert!(
+        fast_seconds < 0.8 * seconds,
+        "speed 2.0: {fast_seconds:.2} s against {seconds:.2} s"
+    );
+
     // The voice stays loaded: an mp3 on the same runner, no second load.
     studio.offer(piper(
         "joe-mp3",
@@ -308,4 +325,70 @@ async fn without_a_usable_onnx_runtime_piper_is_not_offered_and_says_why() {
             .wait_upload_within(&format!("after-{i}"), bounds::engine_work())
             .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_words_stream_to_a_file_and_peak_like_twenty() {
+    let studio = FakeStudio::start().await;
+    let (model, config) = voice_files(&studio);
+    // The same voice under other names: another model, so a fresh runner.
+    let copies = tempfile::tempdir().unwrap();
+    let copy = copies.path().join("joe-copy.onnx");
+    std::fs::copy(models::path(models::VOICE), &copy).unwrap();
+    std::fs::copy(
+        models::path(&format!("{}.json", models::VOICE)),
+        copies.path().join("joe-copy.onnx.json"),
+    )
+    .unwrap();
+    let model2 = studio.serve_model_file("model", &copy);
+    let config2 = studio.serve_model_file("config", &copies.path().join("joe-copy.onnx.json"));
+    let cfg = format!(
+        "engine_threads = 1\nmodel_keep_alive_secs = -1\nonnxruntime_path = \"{}\"\n",
+        models::path(models::ORT).display()
+    );
+    let (home, _worker) = start_worker(&studio, &cfg, &[]).await;
+    // 20 words, then 1,000 (fifty sentences of twenty).
+    let twenty = "The quick brown fox jumps over the lazy dog, and then it runs back home across the wide green field.";
+    assert_eq!(words(twenty).len(), 20);
+    let thousand = vec![twenty; 50].join(" ");
+    assert_eq!(words(&thousand).len(), 1000);
+    let mut peaks = Vec::new();
+    for (id, files, text) in [
+        ("short", vec![model, config], twenty.to_string()),
+        ("long", vec![model2, config2], thousand),
+    ] {
+        let mut claim = piper(id, files, json!({"kind": "audio_tts", "text": text}));
+        claim["model"] = json!(format!("piper-{id}"));
+        studio.offer(claim);
+        let up = studio.wait_upload_within(id, bounds::engine_work()).await;
+        assert!(up.bytes.len() > 44, "{id}: {} bytes", up.bytes.len());
+        let model_id = format!("piper-{id}");
+        let status = home
+            .wait_status(&format!("the runner of {id}"), |s| {
+                s["runners"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| r["model"] == model_id.as_str()))
+            })
+            .await;
+        let pid = status["runners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["model"] == model_id.as_str())
+            .and_then(|r| r["pid"].as_u64())
+            .unwrap() as u32;
+        let (_, peak_kib) = studio_worker_tests::proc::rss_kib(pid);
+        assert!(peak_kib > 0, "{id}: no VmHWM for pid {pid}");
+        peaks.push((id, peak_kib, up.bytes.len()));
+    }
+    eprintln!("runner peak RSS (KiB) and result bytes: {peaks:?}");
+    let (short, long) = (peaks[0].1 as i64, peaks[1].1 as i64);
+    assert!(
+        (long - short).abs() < 20 * 1024,
+        "peak RSS: 20 words {} MiB, 1,000 words {} MiB ({peaks:?})",
+        short / 1024,
+        long / 1024
+    );
+    // And the long one really is long: many times the audio.
+    assert!(peaks[1].2 > 20 * peaks[0].2, "{peaks:?}");
 }

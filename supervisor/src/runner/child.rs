@@ -177,7 +177,14 @@ impl RunnerChild {
     pub fn exited(&mut self) -> Option<String> {
         match self.child.try_wait() {
             Ok(Some(status)) => Some(describe_status(status)),
-            Ok(None) => None,
+            // A killed multi-threaded process is a zombie (its main thread
+            // gone) before it can be waited for (its other threads still
+            // exiting): dead all the same.
+            Ok(None) => self
+                .child
+                .id()
+                .filter(|pid| is_zombie(*pid))
+                .map(|_| "has exited".to_string()),
             Err(e) => Some(format!("cannot be waited for ({e})")),
         }
     }
@@ -667,6 +674,14 @@ fn spawn_stderr_drain(
         let _ = done_tx.send(());
     });
     done
+}
+
+/// True when `/proc` shows `pid` as a zombie (Linux; elsewhere false).
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
 }
 
 #[cfg(test)]
