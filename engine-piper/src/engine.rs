@@ -199,17 +199,7 @@ impl Piper {
         t: &AudioTtsTask,
         report: &mut dyn Reporter,
     ) -> Result<JobOutput, EngineError> {
-        let ext = t.effective_ext().to_ascii_lowercase();
-        let codec = audio::codec("piper", &ext)?;
-        if t.text.trim().is_empty() {
-            return Err(EngineError::bad_input("task.text: nothing to speak"));
-        }
-        let speed = t.speed.unwrap_or(1.0);
-        if !speed.is_finite() || speed <= 0.0 {
-            return Err(EngineError::bad_input(format!(
-                "task.speed: must be a number above 0, got {speed}"
-            )));
-        }
+        let audio::Checked { ext, codec, speed } = audio::check("piper", t)?;
         let (model, config) = self.files(job)?;
         let (dir, stem) = audio::target(job)?;
         let voice = self.ensure_loaded(&model, &config, report)?;

@@ -9,34 +9,12 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 use studio_worker_tests::bounds;
+use studio_worker_tests::speech::{wer, words};
 use studio_worker_tests::studio::FakeStudio;
 use studio_worker_tests::{models, start_worker};
 
 const SENTENCE: &str =
     "Please send the report to the office before noon on Friday. The weather today is sunny and warm.";
-
-fn words(s: &str) -> Vec<String> {
-    s.to_lowercase()
-        .split(|c: char| !c.is_alphanumeric() && c != '\'')
-        .filter(|w| !w.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// Word error rate: word-level edit distance over the reference length.
-fn wer(reference: &str, hypothesis: &str) -> f64 {
-    let (r, h) = (words(reference), words(hypothesis));
-    let mut prev: Vec<usize> = (0..=h.len()).collect();
-    for (i, rw) in r.iter().enumerate() {
-        let mut cur = vec![i + 1; h.len() + 1];
-        for (j, hw) in h.iter().enumerate() {
-            let sub = prev[j] + usize::from(rw != hw);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[h.len()] as f64 / r.len().max(1) as f64
-}
 
 /// ffprobe's format name and duration of `bytes` (written to `dir/name`).
 fn probe(dir: &Path, name: &str, bytes: &[u8]) -> (String, f64) {

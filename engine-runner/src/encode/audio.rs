@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use studio_protocol::runner::{JobOutput, JobRequest};
+use studio_protocol::studio::AudioTtsTask;
 
 use crate::engine::EngineError;
 
@@ -27,6 +28,34 @@ pub fn codec(engine: &str, ext: &str) -> Result<Option<&'static [&'static str]>,
             )))
         }
     })
+}
+
+/// A speech task's checked inputs: its output format (and the ffmpeg
+/// codec for it) and its speed.
+pub struct Checked {
+    /// `wav`, `mp3`, `ogg` or `flac`.
+    pub ext: String,
+    /// The ffmpeg codec arguments, `None` for WAV.
+    pub codec: Option<&'static [&'static str]>,
+    /// Above 0; 1.0 is natural.
+    pub speed: f64,
+}
+
+/// Checks `t` for `engine`: a format it writes, some text, a speed above
+/// 0; each mistake is bad input naming the field.
+pub fn check(engine: &str, t: &AudioTtsTask) -> Result<Checked, EngineError> {
+    let ext = t.effective_ext().to_ascii_lowercase();
+    let codec = codec(engine, &ext)?;
+    if t.text.trim().is_empty() {
+        return Err(EngineError::bad_input("task.text: nothing to speak"));
+    }
+    let speed = t.speed.unwrap_or(1.0);
+    if !speed.is_finite() || speed <= 0.0 {
+        return Err(EngineError::bad_input(format!(
+            "task.speed: must be a number above 0, got {speed}"
+        )));
+    }
+    Ok(Checked { ext, codec, speed })
 }
 
 /// Where a speech job writes: its scratch directory (else the temp dir)

@@ -79,17 +79,7 @@ impl Espeak {
         t: &AudioTtsTask,
         report: &mut dyn Reporter,
     ) -> Result<JobOutput, EngineError> {
-        let ext = t.effective_ext().to_ascii_lowercase();
-        let codec = audio::codec("espeak", &ext)?;
-        if t.text.trim().is_empty() {
-            return Err(EngineError::bad_input("task.text: nothing to speak"));
-        }
-        let speed = t.speed.unwrap_or(1.0);
-        if !speed.is_finite() || speed <= 0.0 {
-            return Err(EngineError::bad_input(format!(
-                "task.speed: must be a number above 0, got {speed}"
-            )));
-        }
+        let audio::Checked { ext, codec, speed } = audio::check("espeak", t)?;
         let wpm = (WPM * speed).clamp(WPM_RANGE.0, WPM_RANGE.1).round();
         let voice = self.pick_voice(t, report)?;
         report.log(
