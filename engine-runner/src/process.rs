@@ -66,7 +66,15 @@ pub fn run(
             max_frame_bytes: args.max_frame_bytes,
         }
     };
-    std::process::exit(serve(channel, mode, engine));
+    let code = serve(channel, mode, engine);
+    // Out without running exit handlers: when the channel closed mid-job
+    // the engine thread is still inside its library, and ONNX Runtime's
+    // static destructors under it crashed the process (SIGSEGV). Every
+    // frame is already written; stderr is unbuffered.
+    use std::io::Write;
+    let _ = std::io::stderr().flush();
+    // SAFETY: ends the process; nothing runs after it.
+    unsafe { libc::_exit(code) }
 }
 
 /// Physical CPU cores (ggml's default thread count: its threads spin, so

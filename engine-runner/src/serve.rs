@@ -9,7 +9,8 @@
 //!
 //! The I/O thread owns the handshake and job intake; the engine thread runs
 //! one job at a time. Liveness (pongs) is therefore independent of
-//! progress. The runner exits when the channel closes.
+//! progress. The runner exits when the channel closes (in JSON-lines mode,
+//! once the jobs given before the end of input are done).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
@@ -142,6 +143,7 @@ pub fn serve(channel: Channel, mode: Mode, engine: Box<dyn Engine>) -> i32 {
             Some(out_dir.clone()),
         ),
     };
+    let by_hand = matches!(mode, Mode::JsonLines { .. });
     let out: SharedOutbox = Arc::new(Mutex::new(outbox));
     let hello = |epoch| FromRunner::Hello {
         version: CHANNEL_VERSION,
@@ -204,7 +206,14 @@ pub fn serve(channel: Channel, mode: Mode, engine: Box<dyn Engine>) -> i32 {
                 let _ = worker.join();
                 return 0;
             }
-            // Channel closed: the supervisor is gone or done with us.
+            // A person's input ended: finish the jobs given, like shutdown.
+            Ok(None) if by_hand => {
+                drop(tx);
+                let _ = worker.join();
+                return 0;
+            }
+            // Channel closed: the supervisor is gone; the job in hand is
+            // abandoned (nobody is left to take its result).
             Ok(None) => return 0,
             Err(e) => return fatal(&out, format!("channel: {e}")),
         }
