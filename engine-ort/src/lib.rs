@@ -1,7 +1,11 @@
-//! Finding and loading ONNX Runtime at run time, with a reason that says
-//! what to install and where when it cannot be loaded.
+//! ONNX Runtime for the runners that use it (`engine-runner-piper`,
+//! `engine-runner-onnx`): found and loaded at run time, with a reason that
+//! says what to install and where when it cannot be; the `--check` answer
+//! the supervisor's catalog asks for; sessions built one way.
 
 use std::path::{Path, PathBuf};
+
+pub use ort;
 
 /// ONNX Runtime, loaded: its environment and where it came from.
 pub struct Loaded {
@@ -58,8 +62,8 @@ fn locate() -> Result<PathBuf, String> {
 }
 
 /// Loads ONNX Runtime; the error names the file and why (not a library,
-/// not ONNX Runtime, too old).
-pub fn load() -> Result<Loaded, String> {
+/// not ONNX Runtime, too old). `name` labels the environment (its logs).
+pub fn load(name: &str) -> Result<Loaded, String> {
     let path = locate()?;
     let builder = ort::init_from(&path).map_err(|e| match e {
         ort::LoadDynamicError::BadVersion { version_str, .. } => format!(
@@ -74,8 +78,72 @@ pub fn load() -> Result<Loaded, String> {
         other => format!("cannot load ONNX Runtime: {other}"),
     })?;
     let env = builder
-        .with_name("studio-worker-piper")
+        .with_name(name)
         .build()
         .map_err(|e| format!("ONNX Runtime at {} would not start: {e}", path.display()))?;
     Ok(Loaded { env, path })
 }
+
+/// `--check`: loads ONNX Runtime, prints where from and exits 0, or prints
+/// why not on stderr and exits 3 (the supervisor's catalog reads both).
+pub fn check_and_exit(name: &str) -> ! {
+    match load(name) {
+        Ok(found) => {
+            println!("{found}");
+            std::process::exit(0)
+        }
+        Err(why) => {
+            eprintln!("{why}");
+            std::process::exit(3)
+        }
+    }
+}
+
+/// A session on `model` with `threads` intra-op threads. The memory
+/// pattern (a plan cached per input shape) is off: the runners feed many
+/// shapes (Piper: every sentence its own length), and with it a long job's
+/// memory grew with each new shape (Piper, 1,000 words: +107 MB peak with
+/// it, +5 MB without). `what` names the model in the error.
+pub fn session(
+    ort: &Loaded,
+    model: &Path,
+    threads: i32,
+    what: &str,
+) -> Result<ort::session::Session, SessionError> {
+    fn runtime(e: impl std::fmt::Display) -> SessionError {
+        SessionError::Runtime(e.to_string())
+    }
+    ort::session::Session::builder(&ort.env)
+        .map_err(runtime)?
+        .with_intra_threads(threads.max(1) as usize)
+        .map_err(runtime)?
+        .with_memory_pattern(false)
+        .map_err(runtime)?
+        .commit_from_file(model)
+        .map_err(|e| {
+            SessionError::Model(format!(
+                "model file {} is not {what} ONNX Runtime can load: {e}",
+                model.display()
+            ))
+        })
+}
+
+/// Why a session could not be made.
+#[derive(Debug)]
+pub enum SessionError {
+    /// The model file (bad input: another file would do).
+    Model(String),
+    /// ONNX Runtime itself.
+    Runtime(String),
+}
+
+impl std::fmt::Display for SessionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Model(m) => f.write_str(m),
+            Self::Runtime(m) => write!(f, "ONNX Runtime session: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for SessionError {}

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use engine_ort::ort;
 use engine_runner::encode::audio;
 use engine_runner::engine::{single_model_file, Engine, EngineError, Loads, Reporter};
 use ort::session::Session;
@@ -26,10 +27,13 @@ use serde::Deserialize;
 use studio_protocol::runner::{JobOutput, JobRequest, Phase};
 use studio_protocol::studio::{AudioTtsTask, FileRole, LogLevel, Task};
 
-use crate::ort_lib;
-
-/// Silence between sentences, in seconds.
+/// Silence between sentences, in seconds (at speed 1).
 const SENTENCE_GAP: f64 = 0.2;
+
+/// What the voice says once per speed to learn how much its length scale
+/// really shortens speech (one sentence with most English sounds).
+const CALIBRATION: &str =
+    "Please call Stella and ask her to bring these things with her from the store.";
 
 /// What Piper's `.onnx.json` says about a voice (the parts we use).
 #[derive(Debug, Clone, Deserialize)]
@@ -83,11 +87,14 @@ struct Voice {
     cfg: VoiceConfig,
     /// The model takes a speaker id input (`sid`).
     takes_sid: bool,
+    /// Per speed (its bits): the length the voice gives at that speed's
+    /// length scale over its natural length, measured on [`CALIBRATION`].
+    shrink: HashMap<u64, f64>,
 }
 
 /// Piper with the last voice kept loaded.
 pub struct Piper {
-    ort: ort_lib::Loaded,
+    ort: engine_ort::Loaded,
     threads: i32,
     default_model: Option<PathBuf>,
     voice: Option<Voice>,
@@ -96,7 +103,7 @@ pub struct Piper {
 
 impl Piper {
     /// An engine on loaded ONNX Runtime with no voice yet.
-    pub fn new(ort: ort_lib::Loaded, threads: i32, default_model: Option<PathBuf>) -> Self {
+    pub fn new(ort: engine_ort::Loaded, threads: i32, default_model: Option<PathBuf>) -> Self {
         Self {
             ort,
             threads,
@@ -161,24 +168,11 @@ impl Piper {
                     config.display()
                 ))
             })?;
-            let bad_model = |e: ort::Error| {
-                EngineError::bad_input(format!(
-                    "model file {} is not a Piper voice ONNX Runtime can load: {e}",
-                    model.display()
-                ))
-            };
-            let session = Session::builder(&self.ort.env)
-                .map_err(|e| EngineError::engine(format!("ONNX Runtime session: {e}")))?
-                .with_intra_threads(self.threads.max(1) as usize)
-                .map_err(|e| EngineError::engine(format!("ONNX Runtime threads: {e}")))?
-                // Every sentence has its own input length: no memory
-                // pattern (a plan cached per shape), so a long text's
-                // memory stays that of one sentence (measured: +107 MB
-                // for 1,000 words with it, +5 MB without).
-                .with_memory_pattern(false)
-                .map_err(|e| EngineError::engine(format!("ONNX Runtime options: {e}")))?
-                .commit_from_file(model)
-                .map_err(bad_model)?;
+            let session = engine_ort::session(&self.ort, model, self.threads, "a Piper voice")
+                .map_err(|e| match e {
+                    engine_ort::SessionError::Model(m) => EngineError::bad_input(m),
+                    other => EngineError::engine(other.to_string()),
+                })?;
             let takes_sid = session.inputs().iter().any(|i| i.name() == "sid");
             self.loads.record(report, started, "");
             self.voice = Some(Voice {
@@ -186,6 +180,7 @@ impl Piper {
                 session,
                 cfg,
                 takes_sid,
+                shrink: HashMap::new(),
             });
         }
         self.voice
@@ -214,13 +209,26 @@ impl Piper {
             sample_format: hound::SampleFormat::Int,
         };
         let werr = |e: hound::Error| EngineError::engine(format!("writing {}: {e}", wav.display()));
+        let scales = [
+            voice.cfg.inference.noise_scale,
+            voice.cfg.inference.length_scale / speed as f32,
+            voice.cfg.inference.noise_w,
+        ];
+        let shrink = shrink(voice, speed, scales, sid)?;
+        // The length scale alone falls short (each phoneme lasts whole
+        // frames, rounded up); ffmpeg's atempo makes up the rest.
+        let tempo = shrink * speed;
+        if (tempo - 1.0).abs() > 1e-3 {
+            report.log(
+                LogLevel::Info,
+                format!(
+                    "speed {speed}: the length scale gives {shrink:.2} of the natural length; atempo {tempo:.3} makes it {:.2}",
+                    1.0 / speed
+                ),
+            );
+        }
         let result = (|| {
             let mut out = hound::WavWriter::create(&wav, spec).map_err(werr)?;
-            let scales = [
-                voice.cfg.inference.noise_scale,
-                voice.cfg.inference.length_scale / speed as f32,
-                voice.cfg.inference.noise_w,
-            ];
             let total = sentences.len() as u64;
             let ipa = phonemes_all(&voice.cfg.espeak.voice, &sentences)?;
             let mut skipped = 0usize;
@@ -234,7 +242,8 @@ impl Piper {
                 skipped += unknown;
                 let samples = synthesize(voice, ids, scales, sid)?;
                 if i > 0 {
-                    for _ in 0..(SENTENCE_GAP * rate as f64) as usize {
+                    // After atempo: SENTENCE_GAP / speed.
+                    for _ in 0..(SENTENCE_GAP * shrink * rate as f64) as usize {
                         out.write_sample(0i16).map_err(werr)?;
                     }
                 }
@@ -256,7 +265,7 @@ impl Piper {
             let _ = std::fs::remove_file(&wav);
             return Err(e);
         }
-        audio::finish(wav, &ext, codec)
+        audio::finish(wav, &ext, codec, tempo)
     }
 }
 
@@ -280,6 +289,36 @@ impl Engine for Piper {
         let (model, config) = self.files(job)?;
         self.ensure_loaded(&model, &config, report).map(|_| ())
     }
+}
+
+/// How much `scales` (a speed's length scale) shortens the voice's speech
+/// against its natural length scale, measured once per speed on
+/// [`CALIBRATION`] and kept with the voice; 1.0 at speed 1.
+fn shrink(
+    voice: &mut Voice,
+    speed: f64,
+    scales: [f32; 3],
+    sid: Option<i64>,
+) -> Result<f64, EngineError> {
+    if speed == 1.0 {
+        return Ok(1.0);
+    }
+    if let Some(r) = voice.shrink.get(&speed.to_bits()) {
+        return Ok(*r);
+    }
+    let sentences = split(CALIBRATION);
+    let ipa = phonemes_all(&voice.cfg.espeak.voice, &sentences)?;
+    let (ids, _) = sentence_ids(
+        &voice.cfg,
+        &sentences[0],
+        ipa.as_ref().map(|all| all[0].as_slice()),
+    )?;
+    let natural = [scales[0], voice.cfg.inference.length_scale, scales[2]];
+    let at_speed = synthesize(voice, ids.clone(), scales, sid)?.len();
+    let at_one = synthesize(voice, ids, natural, sid)?.len().max(1);
+    let r = at_speed as f64 / at_one as f64;
+    voice.shrink.insert(speed.to_bits(), r);
+    Ok(r)
 }
 
 /// The speaker id for `voice` on a multi-speaker voice (a name from its

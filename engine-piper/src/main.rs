@@ -11,7 +11,6 @@
 //! `onnxruntime_path`), else `libonnxruntime.so*` beside this binary.
 
 mod engine;
-mod ort_lib;
 
 use clap::Parser;
 use engine_runner::process::{self, run, ModelArgs, RunnerArgs};
@@ -45,21 +44,12 @@ fn main() {
     }
     let args = Args::parse();
     if args.check {
-        match ort_lib::load() {
-            Ok(found) => {
-                println!("{found}");
-                std::process::exit(0)
-            }
-            Err(why) => {
-                eprintln!("{why}");
-                std::process::exit(3)
-            }
-        }
+        engine_ort::check_and_exit("studio-worker-piper");
     }
     let (threads, model) = args.model.resolve("engine-runner-piper", "piper");
     run("engine-runner-piper", args.common, move || {
         process::log_to_stderr();
-        let env = ort_lib::load()?;
+        let env = engine_ort::load("studio-worker-piper")?;
         Ok(Box::new(engine::Piper::new(env, threads, model))
             as Box<dyn engine_runner::engine::Engine>)
     });

@@ -13,8 +13,12 @@ pub const WHISPER: &str = "ggml-tiny.en.bin";
 pub const VOICE: &str = "en_US-joe-medium.onnx";
 /// ONNX Runtime 1.31.1's shared library (29 MB).
 pub const ORT: &str = "libonnxruntime.so.1.31.1";
-/// ONNX Runtime 1.19.2's, too old for the piper runner.
+/// ONNX Runtime 1.19.2's, too old for the ORT runners.
 pub const OLD_ORT: &str = "old-ort/libonnxruntime.so.1.19.2";
+/// An inpainting graph with LaMa's signature (image and mask 512×512 in,
+/// 0..255 RGB out) that fills the mask with the mean colour around it,
+/// built with the `onnx` package (512 bytes).
+pub const INPAINT: &str = "inpaint-mean-512.onnx";
 
 /// The cache directory, after making sure every file is in it.
 pub fn dir() -> PathBuf {
@@ -27,7 +31,7 @@ pub fn dir() -> PathBuf {
         let dir = std::env::var_os("STUDIO_WORKER_TEST_MODELS")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target/test-models"));
-        if ![GGUF, WHISPER, VOICE, ORT, OLD_ORT]
+        if ![GGUF, WHISPER, VOICE, ORT, OLD_ORT, INPAINT]
             .iter()
             .all(|m| dir.join(m).is_file())
         {

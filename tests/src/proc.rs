@@ -72,6 +72,21 @@ impl WorkerHome {
         bounds::until(what, bounds::event(), || self.status().filter(|s| check(s))).await
     }
 
+    /// Waits until the live status lists a runner of `engine`; returns it.
+    pub async fn wait_runner(&self, engine: &str) -> serde_json::Value {
+        let runner = |s: &serde_json::Value| {
+            s["runners"]
+                .as_array()
+                .and_then(|r| r.iter().find(|r| r["engine"] == engine).cloned())
+        };
+        bounds::until(
+            &format!("a {engine} runner in the status"),
+            bounds::event(),
+            || self.status().as_ref().and_then(runner),
+        )
+        .await
+    }
+
     /// Runs a one-shot `studio-worker` command to completion.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         self.cli_with(args, &[])

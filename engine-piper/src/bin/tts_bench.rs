@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use engine_ort::ort;
 use ort::session::Session;
 use ort::value::Tensor;
 

@@ -76,21 +76,41 @@ pub fn target(job: &JobRequest) -> Result<(PathBuf, String), EngineError> {
     Ok((dir, stem))
 }
 
-/// The job's output from the finished `wav`: as it is, or converted to
-/// `ext` with `codec` (the WAV is removed either way once converted).
-pub fn finish(wav: PathBuf, ext: &str, codec: Option<&[&str]>) -> Result<JobOutput, EngineError> {
-    let path = match codec {
-        None => wav,
-        Some(args) => {
-            let out = wav.with_extension(ext);
-            let mut ff = Command::new("ffmpeg");
-            ff.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i"])
-                .arg(&wav)
-                .args(args)
-                .arg(&out);
-            let result = run_program(ff, "ffmpeg", &[]);
-            let _ = std::fs::remove_file(&wav);
-            result?;
+/// The job's output from the finished `wav`: as it is, or through ffmpeg
+/// converted to `ext` with `codec` and/or sped up by `tempo` (its `atempo`
+/// filter: pitch kept; 1.0 leaves the timing alone). The WAV is replaced.
+pub fn finish(
+    wav: PathBuf,
+    ext: &str,
+    codec: Option<&[&str]>,
+    tempo: f64,
+) -> Result<JobOutput, EngineError> {
+    let retimed = (tempo - 1.0).abs() > 1e-3;
+    let path = if codec.is_none() && !retimed {
+        wav
+    } else {
+        let out = if codec.is_some() {
+            wav.with_extension(ext)
+        } else {
+            wav.with_extension("tempo.wav")
+        };
+        let mut ff = Command::new("ffmpeg");
+        ff.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i"])
+            .arg(&wav);
+        if retimed {
+            ff.arg("-filter:a")
+                .arg(format!("atempo={:.4}", tempo.clamp(0.5, 100.0)));
+        }
+        ff.args(codec.unwrap_or(&["-c:a", "pcm_s16le"])).arg(&out);
+        let result = run_program(ff, "ffmpeg", &[]);
+        let _ = std::fs::remove_file(&wav);
+        result?;
+        if codec.is_none() {
+            std::fs::rename(&out, &wav).map_err(|e| {
+                EngineError::engine(format!("cannot rename {}: {e}", out.display()))
+            })?;
+            wav
+        } else {
             out
         }
     };

@@ -96,7 +96,7 @@ impl Espeak {
             let _ = std::fs::remove_file(&wav);
         })?;
         report.progress(Phase::Running, 1, 1);
-        audio::finish(wav, &ext, codec)
+        audio::finish(wav, &ext, codec, 1.0)
     }
 }
 

@@ -82,6 +82,14 @@ pub const FAMILIES: &[Family] = &[
         programs: &["espeak-ng"],
     },
     Family {
+        engine: "onnx",
+        binary: "engine-runner-onnx",
+        args: &[],
+        kinds: &[TaskKind::Image],
+        native_crates: &["ort", "ort-sys"],
+        programs: &[],
+    },
+    Family {
         engine: "espeak",
         binary: "engine-runner",
         args: &["--engine", "espeak"],
