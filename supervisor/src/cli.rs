@@ -12,6 +12,15 @@ pub struct Cli {
     /// minis-studio-worker/config.toml).
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// How log lines are written to stderr.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "STUDIO_WORKER_LOG_FORMAT"
+    )]
+    pub log_format: crate::logging::LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -51,6 +60,12 @@ pub enum Command {
     },
     /// Run one job locally through the runner, with no studio.
     Job(Box<JobArgs>),
+    /// Install the OS service that runs `studio-worker run` with this
+    /// config (systemd user unit, macOS LaunchAgent, Windows scheduled
+    /// task) and start it. Idempotent.
+    InstallService(ServiceArgs),
+    /// Stop, disable and remove the OS service. Idempotent.
+    UninstallService(ServiceArgs),
     /// Download and verify a model's files into the model cache.
     FetchModel {
         /// Model id (names the cache directory).
@@ -60,6 +75,24 @@ pub enum Command {
         #[arg(long)]
         source: String,
     },
+}
+
+/// `install-service` / `uninstall-service`.
+#[derive(Args, Debug)]
+pub struct ServiceArgs {
+    /// A system unit (Linux, as root) for the account given with `--user`,
+    /// instead of the invoking user's own unit.
+    #[arg(long, requires = "user")]
+    pub system: bool,
+    /// The account a `--system` unit runs as.
+    #[arg(long, requires = "system", value_name = "NAME")]
+    pub user: Option<String>,
+    /// The service's name (several workers on one machine need their own).
+    #[arg(long, default_value = "studio-worker")]
+    pub name: String,
+    /// Print the service definition and change nothing.
+    #[arg(long)]
+    pub print: bool,
 }
 
 /// Job kinds on the command line.

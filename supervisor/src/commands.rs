@@ -5,13 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use studio_protocol::Secret;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
-use crate::{gpu, local_job, logship, models, progress, register, runner, session, state};
+use crate::{gpu, local_job, models, progress, register, runner, session, state};
 
 fn config_path(cli: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
     match cli {
@@ -25,6 +22,14 @@ fn update(path: &Path, f: impl FnOnce(&mut Config)) -> anyhow::Result<Config> {
     f(&mut cfg);
     cfg.save(path)?;
     Ok(cfg)
+}
+
+fn service_request(args: crate::cli::ServiceArgs) -> crate::service::Request {
+    crate::service::Request {
+        name: args.name,
+        system_user: args.user.filter(|_| args.system),
+        print: args.print,
+    }
 }
 
 /// Runs one parsed command line.
@@ -171,6 +176,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("vram threshold set to {value} GB");
             Ok(())
         }
+        Command::InstallService(args) => {
+            let cfg = Config::load(&path)?;
+            crate::service::install(&path, cfg.drain_timeout_secs, &service_request(args))
+        }
+        Command::UninstallService(args) => crate::service::uninstall(&service_request(args)),
         Command::FetchModel { model, source } => {
             let cfg = Config::load(&path)?;
             let text = if std::path::Path::new(&source).is_file() {
@@ -200,19 +210,4 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             local_job::run(&cfg, *args).await
         }
     }
-}
-
-/// The log to stderr (`STUDIO_WORKER_LOG`, default `info`) and, through
-/// [`crate::logship::ShipLayer`], to the studio.
-pub fn init_tracing() {
-    let filter =
-        EnvFilter::try_from_env("STUDIO_WORKER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_target(true);
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(logship::ShipLayer)
-        .try_init();
 }

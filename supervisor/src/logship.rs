@@ -7,11 +7,9 @@
 //! code passes them to `tracing`.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::sync::{Mutex, OnceLock};
 
 use studio_protocol::studio::{LogEntry, LogLevel};
-use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::Layer;
@@ -96,37 +94,6 @@ fn entry(level: LogLevel, category: &str, message: String, job_id: Option<String
 /// The layer that feeds the queue.
 pub struct ShipLayer;
 
-#[derive(Default)]
-struct Fields {
-    message: String,
-    extra: String,
-    job_id: Option<String>,
-}
-
-impl Visit for Fields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        match field.name() {
-            "message" => self.message.push_str(value),
-            "job_id" => self.job_id = Some(value.to_string()),
-            name => {
-                let _ = write!(self.extra, " {name}={value}");
-            }
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        match field.name() {
-            "message" => {
-                let _ = write!(self.message, "{value:?}");
-            }
-            "job_id" => self.job_id = Some(format!("{value:?}").trim_matches('"').to_string()),
-            name => {
-                let _ = write!(self.extra, " {name}={value:?}");
-            }
-        }
-    }
-}
-
 impl<S: Subscriber> Layer<S> for ShipLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
@@ -147,14 +114,13 @@ impl<S: Subscriber> Layer<S> for ShipLayer {
         {
             return;
         }
-        let mut f = Fields::default();
-        event.record(&mut f);
+        let r = crate::logging::Record::of(event);
         let category = target.rsplit("::").next().unwrap_or(target);
         push(entry(
             level,
             category,
-            format!("{}{}", f.message, f.extra),
-            f.job_id,
+            format!("{}{}", r.message, r.extra()),
+            r.job_id,
         ));
     }
 }

@@ -4,11 +4,12 @@
 
 use clap::Parser;
 use studio_worker::cli::Cli;
-use studio_worker::commands::{dispatch, init_tracing};
+use studio_worker::commands::dispatch;
+use studio_worker::logging;
 
 fn main() {
     let cli = Cli::parse();
-    init_tracing();
+    logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -349,6 +349,38 @@ async fn logs_are_shipped_in_batches_with_job_ids() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_a_line_with_the_job_id_and_no_secret() {
+    let studio = FakeStudio::start().await;
+    let (_home, worker) = start_worker(&studio, "", &[("STUDIO_WORKER_LOG_FORMAT", "json")]).await;
+    studio.offer(claim("json-logged", llm("hi")));
+    studio.wait_frame("completeJson", "json-logged").await;
+    let job_line = |log: &str| {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["jobId"] == "json-logged")
+    };
+    let line = bounds::until("a JSON log line with the job id", bounds::event(), || {
+        job_line(&worker.log())
+    })
+    .await;
+    assert!(line["time"].as_str().unwrap().ends_with('Z'), "{line}");
+    assert!(
+        ["info", "warn", "error"].contains(&line["level"].as_str().unwrap()),
+        "{line}"
+    );
+    assert!(
+        line["target"].is_string() && line["message"].is_string(),
+        "{line}"
+    );
+    let log = worker.log();
+    for l in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["time"].is_string(), "{l}");
+    }
+    assert!(!log.contains(TOKEN), "token in the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_stdout_junk_and_a_crash_do_not_disturb_the_session() {
     let studio = FakeStudio::start().await;
     let (_home, worker) = start_worker(&studio, "", FAULTS).await;
