@@ -21,8 +21,20 @@ impl std::fmt::Display for Loaded {
     }
 }
 
-/// Where to look: `ORT_DYLIB_PATH`, else `libonnxruntime.so*` beside this
-/// binary.
+/// The library's file name on this platform (a release archive puts it
+/// beside the runners): `libonnxruntime.so*`, `libonnxruntime*.dylib`,
+/// `onnxruntime.dll`.
+fn is_onnxruntime(name: &str) -> bool {
+    if cfg!(windows) {
+        name.eq_ignore_ascii_case("onnxruntime.dll")
+    } else if cfg!(target_os = "macos") {
+        name.starts_with("libonnxruntime") && name.ends_with(".dylib")
+    } else {
+        name.starts_with("libonnxruntime.so")
+    }
+}
+
+/// Where to look: `ORT_DYLIB_PATH`, else the library beside this binary.
 fn locate() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
@@ -46,7 +58,7 @@ fn locate() -> Result<PathBuf, String> {
                 .filter(|p| {
                     p.file_name()
                         .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+                        .is_some_and(is_onnxruntime)
                 })
                 .collect()
         })
@@ -54,7 +66,7 @@ fn locate() -> Result<PathBuf, String> {
     found.sort();
     found.into_iter().next().ok_or_else(|| {
         format!(
-            "no ONNX Runtime library: set onnxruntime_path in the config (or ORT_DYLIB_PATH) to a libonnxruntime.so of 1.{}+, or put one beside {}",
+            "no ONNX Runtime library: set onnxruntime_path in the config (or ORT_DYLIB_PATH) to ONNX Runtime 1.{}+ (libonnxruntime.so, .dylib or onnxruntime.dll), or put it beside {}",
             ort::MINOR_VERSION,
             dir.display()
         )

@@ -15,6 +15,7 @@ pub mod bounds;
 pub mod claims;
 pub mod models;
 pub mod proc;
+pub mod release;
 pub mod speech;
 pub mod studio;
 pub mod tiny_sd;

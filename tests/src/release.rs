@@ -1,0 +1,53 @@
+//! Release archives for the tests, made by `scripts/package` from the
+//! binaries this test build already has (no second release build).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::models;
+use crate::proc::bin;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// This build's target triple (the host's: the tests build natively).
+pub fn host_target() -> String {
+    let out = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .expect("rustc runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .expect("rustc -vV names the host")
+}
+
+/// Packs this build's binaries (and the test ONNX Runtime) as release
+/// `version` into `out` with `scripts/package --fast`; the archive's path
+/// (its `.sha256` beside it).
+pub fn package(version: &str, out: &Path) -> PathBuf {
+    let bin_dir = bin("studio-worker")
+        .parent()
+        .map(Path::to_path_buf)
+        .expect("a bin dir");
+    let result = Command::new(root().join("scripts/package"))
+        .args(["--fast", "--version", version, "--bin-dir"])
+        .arg(&bin_dir)
+        .arg("--ort")
+        .arg(models::path(models::ORT))
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("scripts/package runs");
+    assert!(
+        result.status.success(),
+        "scripts/package failed:\n{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&result.stdout).trim())
+}
