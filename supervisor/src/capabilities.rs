@@ -93,7 +93,7 @@ pub fn snapshot(
     WorkerCapabilities {
         machine_name: host.machine_name.clone(),
         username: host.username.clone(),
-        agent_version: env!("CARGO_PKG_VERSION").into(),
+        agent_version: crate::update::running_version(),
         engine: "multi".into(),
         vram_total_gb: of
             .gpu
@@ -102,7 +102,8 @@ pub fn snapshot(
         vram_threshold_gb: cfg.threshold_for(of.table),
         auto_enabled: cfg.auto_enabled && !paused,
         auto_start: cfg.auto_start,
-        auto_update: Some(cfg.auto_update_enabled),
+        // True only while the update loop runs in this process.
+        auto_update: Some(crate::update::active()),
         start_minimised: None,
         only_when_idle: None,
         user_presence: None,

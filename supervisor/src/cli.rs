@@ -66,6 +66,13 @@ pub enum Command {
     InstallService(ServiceArgs),
     /// Stop, disable and remove the OS service. Idempotent.
     UninstallService(ServiceArgs),
+    /// Ask the release feed for a newer version and say what `run` would
+    /// do about it (installs nothing).
+    CheckUpdate,
+    /// Start each engine runner beside this binary and complete its
+    /// channel handshake (an update's probe of a new release).
+    #[command(hide = true)]
+    SelfCheck,
     /// Download and verify a model's files into the model cache.
     FetchModel {
         /// Model id (names the cache directory).

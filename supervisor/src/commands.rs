@@ -24,6 +24,38 @@ fn update(path: &Path, f: impl FnOnce(&mut Config)) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
+/// Starts every usable runner beside this binary and completes its
+/// handshake; names the unusable ones. Fails on the first runner that
+/// does not answer.
+async fn self_check(cfg: &Config) -> anyhow::Result<()> {
+    let mut cfg = cfg.clone();
+    // The runners beside this binary, whatever the config points at.
+    cfg.engine_runner_path = None;
+    let catalog = runner::EngineCatalog::discover(&cfg);
+    for engine in catalog.names() {
+        let Some(cmd) = catalog.command(&engine) else {
+            continue;
+        };
+        let child = runner::RunnerChild::spawn(
+            cmd.program,
+            cmd.args,
+            &engine,
+            1,
+            studio_protocol::runner::DEFAULT_MAX_FRAME_BYTES,
+            None,
+            cmd.env,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("runner {engine} ({}): {e}", cmd.program.display()))?;
+        child.shutdown(std::time::Duration::from_secs(2)).await;
+        println!("runner {engine}: handshake ok");
+    }
+    for (engine, why) in catalog.unusable() {
+        println!("runner {engine}: not usable here: {why}");
+    }
+    Ok(())
+}
+
 fn service_request(args: crate::cli::ServiceArgs) -> crate::service::Request {
     crate::service::Request {
         name: args.name,
@@ -175,6 +207,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             update(&path, |c| c.vram_threshold_gb = value)?;
             println!("vram threshold set to {value} GB");
             Ok(())
+        }
+        Command::CheckUpdate => {
+            let cfg = Config::load(&path)?;
+            crate::update::check_update(&cfg).await
+        }
+        Command::SelfCheck => {
+            let cfg = Config::load(&path)?;
+            self_check(&cfg).await
         }
         Command::InstallService(args) => {
             let cfg = Config::load(&path)?;

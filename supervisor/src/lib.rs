@@ -26,3 +26,4 @@ pub mod session;
 pub mod settings;
 pub mod state;
 pub mod sysinfo;
+pub mod update;

@@ -21,7 +21,15 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(dispatch(cli)) {
+    let result = runtime.block_on(dispatch(cli));
+    // An update switched `current`: become the new version (same pid).
+    if let (Ok(()), Some(program)) = (&result, studio_worker::update::exec_requested()) {
+        drop(runtime);
+        let err = studio_worker::update::exec(&program);
+        eprintln!("studio-worker: error: {err:#}");
+        std::process::exit(1);
+    }
+    if let Err(e) = result {
         let msg = format!("{e:#}").replace('\n', " ");
         eprintln!("studio-worker: error: {msg}");
         std::process::exit(1);

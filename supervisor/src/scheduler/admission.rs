@@ -6,6 +6,7 @@
 //! paused / draining / cooling down ─────▶ reject `paused`
 //! model quarantined ────────────────────▶ reject, no code, naming it and until when
 //! estimate above vram_threshold_gb ─────▶ reject, no code, naming both
+//! switching to a new version ─────────────▶ reject `busy`
 //! the slot's GPU is busy ───────────────▶ reject `busy` (an upload does not hold it)
 //! broken claim that names its jobId ────▶ accept, then fail (not retryable, naming the field)
 //! GPU memory (ledger::Fit) ─────────────┬─ fits, or fits after stopping idle runners: accept
@@ -91,6 +92,12 @@ pub fn decide(s: &Scheduler, slot: usize, raw: &serde_json::Value) -> Decision {
             );
             return reject(reason, None);
         }
+    }
+    if s.updating() {
+        return reject(
+            "worker is switching to a new version".into(),
+            Some(RejectCode::Busy),
+        );
     }
     if s.jobs.busy(slot) {
         return reject(

@@ -111,6 +111,13 @@ pub enum Event {
     Tick,
     /// SIGTERM or SIGINT: drain.
     Shutdown,
+    /// An update is ready: reject offers `busy` and answer once no job is
+    /// held (the flip waits for idle).
+    HoldForUpdate(oneshot::Sender<()>),
+    /// The update did not happen: take offers again.
+    ReleaseHold,
+    /// What the update loop is doing (for the status).
+    UpdateState(String),
     /// Stop now: idle runners stop gracefully, busy ones are killed.
     Stop(oneshot::Sender<()>),
 }
@@ -175,6 +182,13 @@ impl Handle {
             updates,
         });
         rx
+    }
+
+    /// Holds offers for an update and waits until no job is held.
+    pub async fn hold_for_update(&self) {
+        let (reply, rx) = oneshot::channel();
+        self.send(Event::HoldForUpdate(reply));
+        let _ = rx.await;
     }
 
     /// Stops the scheduler and waits for it.
@@ -267,6 +281,10 @@ pub struct Scheduler {
     counters: Counters,
     status_path: Option<PathBuf>,
     status_dirty: bool,
+    /// Holding offers for an update; answered once idle.
+    update_hold: Option<Option<oneshot::Sender<()>>>,
+    /// What the update loop last said.
+    update_state: Option<String>,
 }
 
 /// Starts the scheduler task.
@@ -339,6 +357,8 @@ pub fn start(setup: Setup) -> (Handle, watch::Receiver<Life>, tokio::task::JoinH
         tx: tx.clone(),
         life,
         drain_deadline: None,
+        update_hold: None,
+        update_state: None,
         recent: VecDeque::new(),
         counters: Counters::default(),
         status_path: setup.status_path,
@@ -410,6 +430,15 @@ impl Scheduler {
             }
             Event::Tick => self.on_tick(),
             Event::Shutdown => self.on_shutdown(),
+            Event::HoldForUpdate(reply) => {
+                self.update_hold = Some(Some(reply));
+                self.after_job();
+            }
+            Event::ReleaseHold => self.update_hold = None,
+            Event::UpdateState(state) => {
+                self.update_state = Some(state);
+                self.status_dirty = true;
+            }
             Event::Stop(_) => {}
         }
     }
@@ -559,6 +588,11 @@ impl Scheduler {
 
     fn paused(&self, slot: usize) -> bool {
         !self.cfg.auto_enabled || self.draining() || self.cooling_down(slot)
+    }
+
+    /// Holding offers for an update.
+    pub fn updating(&self) -> bool {
+        self.update_hold.is_some()
     }
 
     fn draining(&self) -> bool {
@@ -1016,6 +1050,11 @@ impl Scheduler {
         if self.draining() && self.jobs.is_empty() {
             self.finish_drain();
         }
+        if self.jobs.is_empty() {
+            if let Some(reply) = self.update_hold.as_mut().and_then(Option::take) {
+                let _ = reply.send(());
+            }
+        }
         self.load_pins();
     }
 
@@ -1222,7 +1261,8 @@ impl Scheduler {
         Snapshot {
             at: crate::logship::now_ts(),
             pid: std::process::id(),
-            version: env!("CARGO_PKG_VERSION").into(),
+            version: crate::update::running_version(),
+            update: self.update_state.clone(),
             sessions,
             operator_paused: !self.cfg.auto_enabled,
             draining: self.draining(),

@@ -14,6 +14,9 @@ pub struct Snapshot {
     pub pid: u32,
     /// The supervisor's version.
     pub version: String,
+    /// What self-update last did (`up to date`, `failed: …`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<String>,
     /// One studio session per GPU slot.
     pub sessions: Vec<SessionStatus>,
     /// Claiming paused by the operator (`disable`).

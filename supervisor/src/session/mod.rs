@@ -173,6 +173,9 @@ async fn credentials_step(config_path: &Path, table: Option<u32>) -> anyhow::Res
 /// The `run` command: one session per identity (see [`crate::settings`]),
 /// all on one scheduler.
 pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
+    // A version an update switched to counts its starts (and rolls back
+    // after too many that never got healthy).
+    let proving = crate::update::on_start();
     let (sig_tx, mut shutdown) = watch::channel(0u32);
     spawn_signal_watch(sig_tx)?;
     let gpus = crate::gpu::probe();
@@ -201,6 +204,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         cfg: cfg.clone(),
     });
     spawn_config_watch(config_path.clone(), cfg.clone(), handle.clone());
+    crate::update::spawn_loop(&cfg, config_path.clone(), handle.clone());
     {
         let handle = handle.clone();
         tokio::spawn(async move {
@@ -228,6 +232,10 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         };
         loops.spawn(async move { (slot, reconnect_loop(&mut session).await) }.instrument(span));
     }
+    if proving {
+        // Healthy: a runner completes its handshake and the sessions loop.
+        tokio::spawn(prove_healthy(catalog_for_health(&cfg)));
+    }
     // Every session runs until shutdown or its own fatal end; the first
     // error is the process's.
     let mut outcome = Ok(());
@@ -250,6 +258,37 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     handle.stop().await;
     let _ = task.await;
     outcome
+}
+
+fn catalog_for_health(cfg: &Config) -> EngineCatalog {
+    EngineCatalog::discover(cfg)
+}
+
+/// A pending version is healthy once the synthetic runner completes its
+/// handshake while the session loops run (reaching the studio is not
+/// required: an outage must not condemn a good release).
+async fn prove_healthy(catalog: EngineCatalog) {
+    let Some(cmd) = catalog.command("synthetic") else {
+        tracing::error!(target: "worker", "update: no synthetic runner to prove this version healthy");
+        return;
+    };
+    match crate::runner::RunnerChild::spawn(
+        cmd.program,
+        cmd.args,
+        "synthetic",
+        1,
+        studio_protocol::runner::DEFAULT_MAX_FRAME_BYTES,
+        None,
+        cmd.env,
+    )
+    .await
+    {
+        Ok(child) => {
+            child.shutdown(Duration::from_secs(2)).await;
+            crate::update::mark_healthy();
+        }
+        Err(e) => tracing::error!(target: "worker", "update: the runner did not start: {e}"),
+    }
 }
 
 /// Re-reads the config file every second and hands a changed one to the
