@@ -239,13 +239,13 @@ async fn event_loop(
             }
             _ = logs.tick() => {
                 if !flush_logs(sink).await {
-                    return disconnected(true, "log batch send failed");
+                    return after_send_failure(stream, "log batch send failed".into()).await;
                 }
             }
             out = outbox.recv() => match out {
                 Some(Outbound::Frame(frame)) => {
                     if let Err(e) = send(sink, &frame).await {
-                        return disconnected(true, e);
+                        return after_send_failure(stream, e).await;
                     }
                 }
                 Some(Outbound::Close) | None => {
@@ -255,6 +255,29 @@ async fn event_loop(
                 }
             },
         }
+    }
+}
+
+/// A send failed: the studio may have closed the session just before (a
+/// close code such as 4001 must not pass for a plain disconnect), so read
+/// what is left for up to a second and end as its close frame says.
+async fn after_send_failure(
+    stream: &mut futures_util::stream::SplitStream<Stream>,
+    reason: String,
+) -> SessionEnd {
+    let read_close = async {
+        while let Some(next) = stream.next().await {
+            match next {
+                Ok(Message::Close(frame)) => return Some(on_close(frame, true)),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    };
+    match tokio::time::timeout(Duration::from_secs(1), read_close).await {
+        Ok(Some(end)) => end,
+        _ => disconnected(true, reason),
     }
 }
 
