@@ -51,3 +51,29 @@ pub fn package(version: &str, out: &Path) -> PathBuf {
     );
     PathBuf::from(String::from_utf8_lossy(&result.stdout).trim())
 }
+
+/// Another product's release archive (`dir/other.tar.xz`, one folder with
+/// a manifest of product `other` at `version` for this target): what an
+/// installer or an update must refuse.
+pub fn foreign_archive(dir: &Path, version: &str) -> PathBuf {
+    let top = dir.join("other");
+    std::fs::create_dir_all(&top).expect("folder");
+    let manifest = serde_json::json!({"product": "other", "version": version,
+        "target": host_target(), "variant": "cpu", "files": []});
+    std::fs::write(top.join("manifest.json"), manifest.to_string()).expect("manifest");
+    let archive = dir.join("other.tar.xz");
+    let tar = Command::new("tar")
+        .arg("-cJf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(dir)
+        .arg("other")
+        .output()
+        .expect("tar runs");
+    assert!(
+        tar.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
+    archive
+}

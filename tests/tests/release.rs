@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 use studio_protocol::runner::FAMILIES;
 use studio_worker_tests::models;
-use studio_worker_tests::release::{host_target, package, root};
+use studio_worker_tests::release::{foreign_archive, host_target, package, root};
 
 fn said(out: &Output) -> String {
     format!(
@@ -140,23 +140,7 @@ fn install_sh_refuses_a_wrong_digest_and_a_foreign_archive() {
         .exists());
 
     // Another product's archive, with a right digest.
-    let top = dir.path().join("other-1.0.0");
-    std::fs::create_dir_all(&top).unwrap();
-    std::fs::write(
-        top.join("manifest.json"),
-        format!(r#"{{"product": "other", "version": "1.0.0", "target": "{}", "variant": "cpu", "files": []}}"#, host_target()),
-    )
-    .unwrap();
-    let foreign = dir.path().join("other.tar.xz");
-    let tar = Command::new("tar")
-        .arg("-cJf")
-        .arg(&foreign)
-        .arg("-C")
-        .arg(dir.path())
-        .arg("other-1.0.0")
-        .output()
-        .unwrap();
-    assert!(tar.status.success(), "{}", said(&tar));
+    let foreign = foreign_archive(dir.path(), "1.0.0");
     std::fs::write(
         format!("{}.sha256", foreign.display()),
         format!("{}  other.tar.xz\n", sha256(&foreign)),

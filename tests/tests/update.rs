@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use studio_worker_tests::bounds;
 use studio_worker_tests::claims::{claim, llm};
 use studio_worker_tests::proc::{WorkerHome, WorkerProc};
-use studio_worker_tests::release::{host_target, package, root};
+use studio_worker_tests::release::{foreign_archive, host_target, package, root};
 use studio_worker_tests::studio::{FakeStudio, TOKEN, WORKER_ID};
 
 const OLD: &str = "9.8.0";
@@ -106,18 +106,26 @@ async fn hello_from(studio: &FakeStudio, version: &str) -> Value {
         .await
 }
 
-fn spawn(home: &WorkerHome, prefix: &Path, env: &[(&str, &str)]) -> WorkerProc {
-    home.spawn_run_of(&prefix.join("current/studio-worker"), env)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_newer_release_is_verified_probed_switched_to_and_serves_in_the_same_process() {
+/// A studio whose feed offers NEW (its right digest), an install of OLD
+/// (its temp dir kept alive by the caller) and a worker home reading the
+/// feed.
+async fn old_install_offered_new() -> (FakeStudio, tempfile::TempDir, PathBuf, WorkerHome) {
     let studio = FakeStudio::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let prefix = install_old(tmp.path());
     let new = &archives().1;
     let feed = serve_feed(&studio, new, &digest_of(new));
     let home = home_with_feed(&studio, &feed);
+    (studio, tmp, prefix, home)
+}
+
+fn spawn(home: &WorkerHome, prefix: &Path, env: &[(&str, &str)]) -> WorkerProc {
+    home.spawn_run_of(&prefix.join("current/studio-worker"), env)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_release_is_verified_probed_switched_to_and_serves_in_the_same_process() {
+    let (studio, _tmp, prefix, home) = old_install_offered_new().await;
     let worker = spawn(&home, &prefix, &[]);
     let old = hello_from(&studio, OLD).await;
     assert_eq!(old["capabilities"]["autoUpdate"], true, "{old}");
@@ -148,23 +156,7 @@ async fn a_wrong_digest_or_a_foreign_archive_is_refused_and_the_worker_keeps_ser
     let new = &archives().1;
     // A foreign archive: another product's manifest, its digest right.
     let tmp = tempfile::tempdir().unwrap();
-    let top = tmp.path().join("other");
-    std::fs::create_dir_all(&top).unwrap();
-    std::fs::write(
-        top.join("manifest.json"),
-        json!({"product": "other", "version": NEW, "target": host_target(), "variant": "cpu", "files": []}).to_string(),
-    )
-    .unwrap();
-    let foreign = tmp.path().join("foreign.tar.xz");
-    let tar = Command::new("tar")
-        .arg("-cJf")
-        .arg(&foreign)
-        .arg("-C")
-        .arg(tmp.path())
-        .arg("other")
-        .output()
-        .unwrap();
-    assert!(tar.status.success());
+    let foreign = foreign_archive(tmp.path(), NEW);
     let cases = [
         (new.clone(), "0".repeat(64), "does not match its .sha256"),
         (foreign.clone(), digest_of(&foreign), "not studio-worker"),
@@ -196,12 +188,7 @@ async fn a_wrong_digest_or_a_foreign_archive_is_refused_and_the_worker_keeps_ser
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_version_that_exits_at_once_is_rolled_back_after_two_starts() {
-    let studio = FakeStudio::start().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let prefix = install_old(tmp.path());
-    let new = &archives().1;
-    let feed = serve_feed(&studio, new, &digest_of(new));
-    let home = home_with_feed(&studio, &feed);
+    let (studio, _tmp, prefix, home) = old_install_offered_new().await;
     // 9.9.0 passes its probe but its `run` exits at once.
     let env = [
         ("STUDIO_WORKER_FAULT_INJECTION", "1"),
@@ -236,12 +223,7 @@ async fn a_new_version_that_exits_at_once_is_rolled_back_after_two_starts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_between_unpack_and_flip_leaves_the_old_version_and_the_next_start_updates() {
-    let studio = FakeStudio::start().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let prefix = install_old(tmp.path());
-    let new = &archives().1;
-    let feed = serve_feed(&studio, new, &digest_of(new));
-    let home = home_with_feed(&studio, &feed);
+    let (studio, _tmp, prefix, home) = old_install_offered_new().await;
     let mut worker = spawn(
         &home,
         &prefix,
