@@ -126,18 +126,6 @@ impl LoadStart {
     }
 }
 
-/// This process's resident set size in bytes (0 where `/proc` is absent).
-pub fn resident_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
-}
-
 /// Counts model loads and tells the supervisor about each one: a `loaded`
 /// report (the host memory the load took; device memory is not measured
 /// by the CPU builds) and a "model loaded in N ms (load #K…)" log line for
@@ -150,7 +138,7 @@ impl Loads {
     pub fn begin() -> LoadStart {
         LoadStart {
             at: std::time::Instant::now(),
-            rss: resident_bytes(),
+            rss: crate::platform::resident_bytes(),
         }
     }
 
@@ -159,7 +147,10 @@ impl Loads {
     pub fn record(&mut self, report: &mut dyn Reporter, started: LoadStart, note: &str) -> u64 {
         self.0 += 1;
         report.progress(Phase::Loading, 1, 1);
-        report.loaded(resident_bytes().saturating_sub(started.rss), None);
+        report.loaded(
+            crate::platform::resident_bytes().saturating_sub(started.rss),
+            None,
+        );
         report.log(
             LogLevel::Info,
             format!(

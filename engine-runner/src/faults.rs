@@ -3,8 +3,8 @@
 //! Active only when the environment has `STUDIO_WORKER_FAULT_INJECTION=1`;
 //! then a job whose model id is `fault:<what>` misbehaves on purpose before
 //! the engine runs. Without the variable these ids are ordinary models.
-//! `fault:slow:MS` and `fault:gate:DIR` succeed after a delay; the others
-//! crash, hang, break the channel or exhaust memory.
+//! `fault:slow:MS`, `fault:gate:DIR` and `fault:orphan:DIR` succeed after
+//! a delay; the others crash, hang, break the channel or exhaust memory.
 
 use std::time::Duration;
 
@@ -65,6 +65,11 @@ pub(crate) fn before_job(job: &JobRequest, out: &SharedOutbox, report: &mut dyn 
         }
         "oom" => oom(report),
         other if other.starts_with("gate:") => gate(&other["gate:".len()..], report),
+        other if other.starts_with("orphan:") => {
+            let dir = &other["orphan:".len()..];
+            orphan(dir, report);
+            gate(dir, report)
+        }
         other => {
             if let Some(ms) = other
                 .strip_prefix("slow:")
@@ -102,6 +107,27 @@ fn gate(dir: &str, report: &mut dyn Reporter) {
         std::thread::sleep(Duration::from_millis(20));
         ticks += 1;
         report.progress(Phase::Running, ticks, 0);
+    }
+}
+
+/// `fault:orphan:DIR`: starts `sleep 3600` as a plain child (no
+/// death signal of its own, so only the runner's process group can take
+/// it along), writes its pid to `DIR/orphan`, then waits at the gate in
+/// `DIR`. Tests check that killing the runner kills this grandchild.
+fn orphan(dir: &str, report: &mut dyn Reporter) {
+    let spawned = std::process::Command::new("sleep")
+        .arg("3600")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn();
+    let dir = std::path::Path::new(dir);
+    let wrote = spawned.and_then(|child| {
+        let tmp = dir.join(".orphan");
+        std::fs::write(&tmp, child.id().to_string())?;
+        std::fs::rename(&tmp, dir.join("orphan"))
+    });
+    if let Err(e) = wrote {
+        report.log(LogLevel::Error, format!("fault:orphan: {e}"));
     }
 }
 

@@ -7,6 +7,7 @@
 //!   engine thread.
 //! * [`engine`]: the `Engine` trait every engine family implements.
 //! * [`encode`]: output encoders shared by engines (images, video).
+//! * [`platform`]: the OS calls beyond `std` (`prctl`, `/proc`).
 //! * [`engines`]: the engines built into this binary (synthetic).
 //!
 //! Other engine families (llama.cpp, whisper.cpp, stable-diffusion.cpp)
@@ -19,5 +20,6 @@ pub mod engine;
 pub mod engines;
 mod faults;
 pub mod hygiene;
+pub mod platform;
 pub mod process;
 pub mod serve;

@@ -8,6 +8,7 @@ use studio_protocol::runner::DEFAULT_MAX_FRAME_BYTES;
 
 use crate::engine::Engine;
 use crate::hygiene;
+use crate::platform;
 use crate::serve::{serve, Mode};
 
 /// Flags every runner binary takes.
@@ -45,17 +46,7 @@ pub fn run(
     }
     let channel = hygiene::take_stdio_channel()
         .unwrap_or_else(|e| fail(name, format!("cannot set up the channel: {e}")));
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl with constant arguments; die with the supervisor.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
-    }
+    platform::die_with_parent();
     let engine = build().unwrap_or_else(|msg| fail(name, msg));
     let mode = if args.json {
         Mode::JsonLines {
@@ -73,34 +64,7 @@ pub fn run(
     // frame is already written; stderr is unbuffered.
     use std::io::Write;
     let _ = std::io::stderr().flush();
-    // SAFETY: ends the process; nothing runs after it.
-    unsafe { libc::_exit(code) }
-}
-
-/// Physical CPU cores (ggml's default thread count: its threads spin, so
-/// hyper-threads only slow it down); all logical CPUs if that is unknown.
-pub fn physical_cores() -> i32 {
-    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
-        return logical as i32;
-    };
-    let mut cores = std::collections::BTreeSet::new();
-    let mut physical = "";
-    for line in info.lines() {
-        let mut kv = line.splitn(2, ':').map(str::trim);
-        match (kv.next(), kv.next()) {
-            (Some("physical id"), Some(v)) => physical = v,
-            (Some("core id"), Some(v)) => {
-                cores.insert((physical, v));
-            }
-            _ => {}
-        }
-    }
-    if cores.is_empty() {
-        logical as i32
-    } else {
-        cores.len().min(logical) as i32
-    }
+    platform::exit_now(code)
 }
 
 /// Exits with a clear line when `--engine` names another family than the
@@ -112,9 +76,11 @@ pub fn require_engine(binary: &str, asked: &str, hosted: &str) {
     }
 }
 
-/// The thread count from `--threads`, else [`physical_cores`].
+/// The thread count from `--threads`, else [`platform::physical_cores`].
 pub fn threads_or_default(threads: Option<i32>) -> i32 {
-    threads.filter(|t| *t > 0).unwrap_or_else(physical_cores)
+    threads
+        .filter(|t| *t > 0)
+        .unwrap_or_else(platform::physical_cores)
 }
 
 /// Routes a native library's `tracing` events to stderr (which the

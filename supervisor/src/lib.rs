@@ -17,6 +17,7 @@ pub mod local_job;
 pub mod logging;
 pub mod logship;
 pub mod models;
+pub mod platform;
 pub mod progress;
 pub mod register;
 pub mod runner;

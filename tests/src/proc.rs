@@ -287,6 +287,22 @@ impl Gate {
         format!("fault:gate:{}", self.dir.path().display())
     }
 
+    /// The model id that makes a job start a plain `sleep` child (a
+    /// grandchild of the supervisor with no death signal of its own) and
+    /// then wait at this gate.
+    pub fn orphan_model(&self) -> String {
+        format!("fault:orphan:{}", self.dir.path().display())
+    }
+
+    /// The pid of the `sleep` an [`Gate::orphan_model`] job started.
+    pub async fn orphan(&self) -> u32 {
+        let file = self.dir.path().join("orphan");
+        bounds::until("the runner to start its child", bounds::event(), || {
+            std::fs::read_to_string(&file).ok()?.trim().parse().ok()
+        })
+        .await
+    }
+
     /// Waits until a runner is running the job; returns that runner's pid.
     pub async fn started(&self) -> u32 {
         let file = self.dir.path().join("started");

@@ -116,6 +116,33 @@ async fn a_hard_timeout_kills_a_job_that_still_makes_progress() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_killed_for_its_timeout_takes_its_whole_process_group_along() {
+    let studio = FakeStudio::start().await;
+    let (_home, _worker) =
+        start_worker(&studio, &format!("{FAST}job_timeout_secs = 5\n"), FAULTS).await;
+    let gate = Gate::new();
+    studio.offer(claim_with(
+        "tree",
+        &gate.orphan_model(),
+        image(16, 16, "png"),
+    ));
+    let sleeper = gate.orphan().await;
+    let runner = gate.started().await;
+    assert!(alive(sleeper));
+    let fail = studio.wait_frame("fail", "tree").await;
+    assert!(
+        fail["error"].as_str().unwrap().contains("job timeout"),
+        "{fail}"
+    );
+    let left = wait_gone(&[runner, sleeper]).await;
+    assert!(
+        left.is_empty(),
+        "outlived the kill of their group: {left:?}"
+    );
+    healthy_job_works(&studio, "after-tree").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_thirty_crashes_leaves_one_supervisor_and_no_debris() {
     let studio = FakeStudio::start().await;
     let (_home, worker) = start_worker(&studio, FAST, FAULTS).await;
@@ -305,8 +332,13 @@ async fn a_second_sigterm_exits_at_once_and_kills_the_runner() {
     let studio = FakeStudio::start().await;
     let (_home, mut worker) = start_worker(&studio, FAST, FAULTS).await;
     let gate = Gate::new();
-    studio.offer(claim_with("long", &gate.model(), image(16, 16, "png")));
+    studio.offer(claim_with(
+        "long",
+        &gate.orphan_model(),
+        image(16, 16, "png"),
+    ));
     let runner = gate.started().await;
+    let sleeper = gate.orphan().await;
     worker.signal(libc::SIGTERM);
     worker.wait_log("signal received: draining").await;
     // Draining: an offer is answered `paused`, so the worker is still up.
@@ -320,8 +352,9 @@ async fn a_second_sigterm_exits_at_once_and_kills_the_runner() {
     worker.signal(libc::SIGTERM);
     let status = worker.wait_exit().await;
     assert!(!status.success());
-    let left = wait_gone(&[runner]).await;
-    assert!(left.is_empty(), "runner {runner} outlived the supervisor");
+    // The runner's own child goes with its group, not by a death signal.
+    let left = wait_gone(&[runner, sleeper]).await;
+    assert!(left.is_empty(), "outlived the supervisor: {left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

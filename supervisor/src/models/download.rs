@@ -167,17 +167,6 @@ fn dir_name(s: &str) -> String {
     crate::jobs::safe_name(s, "m")
 }
 
-fn free_bytes(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: statvfs fills the struct we pass; the path is NUL-terminated.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
-}
-
 async fn sha256_of(path: &Path) -> Result<(Sha256, u64), DownloadError> {
     let p = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -393,7 +382,7 @@ impl ModelCache {
             .unwrap_or(0);
         if let Some(approx) = f.approx_bytes {
             let needed = approx.saturating_sub(have);
-            if let Some(free) = free_bytes(dir) {
+            if let Some(free) = crate::platform::free_bytes(dir) {
                 if free < needed + DISK_MARGIN {
                     return Err(DownloadError::NoSpace {
                         filename: name.clone(),

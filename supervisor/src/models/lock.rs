@@ -1,8 +1,8 @@
-//! An exclusive advisory lock on a file (`flock`), held while one process
-//! downloads a model file; other jobs and processes wait for it.
+//! An exclusive advisory lock on a file (`flock` on Unix, `LockFileEx` on
+//! Windows, through `std`), held while one process downloads a model file;
+//! other jobs and processes wait for it.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
@@ -22,14 +22,10 @@ impl FileLock {
             .open(path)?;
         let mut told = false;
         loop {
-            // SAFETY: flock on a descriptor we own.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
-                return Ok(Self { _file: file });
-            }
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(err);
+            match file.try_lock() {
+                Ok(()) => return Ok(Self { _file: file }),
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
             }
             if !told {
                 on_wait();

@@ -84,7 +84,7 @@ impl EngineCatalog {
             } else {
                 match runner
                     .parent()
-                    .map(|d| d.join(family.binary))
+                    .map(|d| d.join(crate::platform::exe(family.binary)))
                     .filter(|p| p.is_file())
                 {
                     Some(p) => p,
@@ -187,12 +187,9 @@ impl EngineCatalog {
 
 /// True when `program` is an executable file in a `PATH` directory.
 fn on_path(program: &str) -> bool {
-    use std::os::unix::fs::PermissionsExt;
     std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|d| {
-            std::fs::metadata(d.join(program))
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+        std::env::split_paths(&path)
+            .any(|d| crate::platform::is_executable(&d.join(crate::platform::exe(program))))
     })
 }
 

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,12 +19,13 @@ use studio_protocol::runner::{
 };
 use studio_protocol::studio::LogLevel;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::ChildStdin;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use super::channel::{read_msg, write_msg};
 use super::limits::Limits;
+use crate::platform::{self, GroupChild, Spawn};
 
 /// Lines of stderr kept for failure reports.
 const TAIL_LINES: usize = 20;
@@ -33,32 +34,17 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Process groups of every live runner, so a last-resort exit can kill
 /// them all (see [`kill_all_groups`]).
-fn groups() -> &'static Mutex<BTreeSet<i32>> {
-    static G: std::sync::OnceLock<Mutex<BTreeSet<i32>>> = std::sync::OnceLock::new();
+fn groups() -> &'static Mutex<BTreeSet<u32>> {
+    static G: std::sync::OnceLock<Mutex<BTreeSet<u32>>> = std::sync::OnceLock::new();
     G.get_or_init(|| Mutex::new(BTreeSet::new()))
 }
 
-/// Resident memory of process `pid` in bytes (0 when it cannot be read).
-pub fn rss_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
-}
-
-/// SIGKILLs every live runner's process group (used when the supervisor
-/// must exit at once, e.g. on a second SIGTERM).
+/// Kills every live runner's process group at once (used when the
+/// supervisor must exit now, e.g. on a second SIGTERM).
 pub fn kill_all_groups() {
     if let Ok(g) = groups().lock() {
-        for &pgid in g.iter() {
-            // SAFETY: signalling process groups we created.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
+        for &leader in g.iter() {
+            platform::kill_group_of(leader);
         }
     }
 }
@@ -135,7 +121,7 @@ pub struct RunnerChild {
     pid: u32,
     max_frame: usize,
     memory_limit: Option<u64>,
-    child: Child,
+    child: GroupChild,
     stdin: ChildStdin,
     events: mpsc::Receiver<Event>,
     tail: Arc<Mutex<VecDeque<String>>>,
@@ -153,10 +139,10 @@ impl Drop for RunnerChild {
         // started goes too (only while the group leader is unreaped, so the
         // id cannot have been reused).
         if let Ok(None) = self.child.try_wait() {
-            self.signal_group(libc::SIGKILL);
+            let _ = self.child.start_kill();
         }
         if let Ok(mut g) = groups().lock() {
-            g.remove(&(self.pid as i32));
+            g.remove(&self.pid);
         }
     }
 }
@@ -176,14 +162,14 @@ impl RunnerChild {
     /// outside, by a person or the kernel's OOM killer).
     pub fn exited(&mut self) -> Option<String> {
         match self.child.try_wait() {
-            Ok(Some(status)) => Some(describe_status(status)),
+            Ok(Some(status)) => Some(platform::describe_status(status)),
             // A killed multi-threaded process is a zombie (its main thread
             // gone) before it can be waited for (its other threads still
             // exiting): dead all the same.
             Ok(None) => self
                 .child
                 .id()
-                .filter(|pid| is_zombie(*pid))
+                .filter(|pid| platform::is_zombie(*pid))
                 .map(|_| "has exited".to_string()),
             Err(e) => Some(format!("cannot be waited for ({e})")),
         }
@@ -199,44 +185,20 @@ impl RunnerChild {
         memory_limit: Option<u64>,
         env: &[(String, String)],
     ) -> Result<Self, ChildFailure> {
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .arg("--max-frame-bytes")
-            .arg(max_frame.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .process_group(0);
-        // SAFETY: between fork and exec only async-signal-safe calls
-        // (prctl, setrlimit) are made; no allocation, no locks.
-        unsafe {
-            cmd.pre_exec(move || {
-                #[cfg(target_os = "linux")]
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if let Some(bytes) = memory_limit {
-                    let lim = libc::rlimit {
-                        rlim_cur: bytes as libc::rlim_t,
-                        rlim_max: bytes as libc::rlim_t,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_DATA, &lim) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().map_err(|e| {
+        let how = Spawn {
+            die_with_parent: true,
+            data_limit: memory_limit,
+        };
+        let mut child = platform::spawn_group(program, how, |cmd| {
+            cmd.args(args)
+                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .arg("--max-frame-bytes")
+                .arg(max_frame.to_string())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        })
+        .map_err(|e| {
             ChildFailure::new(
                 ErrorClass::EngineUnavailable,
                 format!("cannot start engine runner {}: {e}", program.display()),
@@ -245,11 +207,13 @@ impl RunnerChild {
         })?;
         let pid = child.id().unwrap_or(0);
         if let Ok(mut g) = groups().lock() {
-            g.insert(pid as i32);
+            g.insert(pid);
         }
-        let (Some(stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
+        let (Some(stdin), Some(stdout), Some(stderr)) = (
+            child.stdin().take(),
+            child.stdout().take(),
+            child.stderr().take(),
+        ) else {
             return Err(ChildFailure::new(
                 ErrorClass::EngineUnavailable,
                 "runner pipes missing",
@@ -291,7 +255,7 @@ impl RunnerChild {
             stderr_done,
             fatal: None,
             ping_seq: 0,
-            oom_kills_at_spawn: oom_kills(),
+            oom_kills_at_spawn: platform::oom_kills(),
         };
         me.handshake().await.map_err(|mut f| {
             f.class = ErrorClass::EngineUnavailable;
@@ -487,29 +451,20 @@ impl RunnerChild {
         if tokio::time::timeout(grace, self.child.wait()).await.is_ok() {
             return;
         }
-        self.signal_group(libc::SIGTERM);
+        platform::terminate(&mut self.child);
         if tokio::time::timeout(Duration::from_secs(1), self.child.wait())
             .await
             .is_ok()
         {
             return;
         }
-        self.signal_group(libc::SIGKILL);
+        let _ = self.child.start_kill();
         let _ = self.child.wait().await;
-    }
-
-    fn signal_group(&self, sig: i32) {
-        if self.pid > 0 {
-            // SAFETY: signalling the process group we created for this child.
-            unsafe {
-                libc::kill(-(self.pid as i32), sig);
-            }
-        }
     }
 
     /// Kills the group for a reason of ours and describes the end.
     async fn kill_with(&mut self, class: ErrorClass, why: String) -> ChildFailure {
-        self.signal_group(libc::SIGKILL);
+        let _ = self.child.start_kill();
         let _ = self.child.wait().await;
         if let Some(done) = self.stderr_done.take() {
             let _ = tokio::time::timeout(Duration::from_millis(500), done).await;
@@ -531,7 +486,7 @@ impl RunnerChild {
         // Kill the group while the leader is unreaped (its id cannot be
         // reused yet): takes any grandchild along, and cannot change the
         // exit status of a process that is already dying.
-        self.signal_group(libc::SIGKILL);
+        let _ = self.child.start_kill();
         let status = tokio::time::timeout(Duration::from_secs(5), self.child.wait())
             .await
             .ok()
@@ -542,7 +497,7 @@ impl RunnerChild {
             let _ = tokio::time::timeout(Duration::from_millis(500), done).await;
         }
         let how = status
-            .map(describe_status)
+            .map(platform::describe_status)
             .unwrap_or_else(|| "ended".into());
         let fatal = self
             .fatal
@@ -550,10 +505,8 @@ impl RunnerChild {
             .map(|f| format!("; runner said: {f}"))
             .unwrap_or_default();
         let tail = self.tail_suffix();
-        let kernel_oom = status.is_some_and(|s| {
-            use std::os::unix::process::ExitStatusExt;
-            s.signal() == Some(libc::SIGKILL)
-        }) && oom_kills() > self.oom_kills_at_spawn;
+        let kernel_oom = status.is_some_and(platform::killed_outright)
+            && platform::oom_kills() > self.oom_kills_at_spawn;
         let (class, what) = if kernel_oom {
             (
                 ErrorClass::Oom,
@@ -596,22 +549,6 @@ impl RunnerChild {
     }
 }
 
-/// The kernel's count of OOM kills since boot (`/proc/vmstat` `oom_kill`),
-/// 0 where it is not available.
-fn oom_kills() -> u64 {
-    std::fs::read_to_string("/proc/vmstat")
-        .map(|s| parse_oom_kills(&s))
-        .unwrap_or(0)
-}
-
-fn parse_oom_kills(vmstat: &str) -> u64 {
-    vmstat
-        .lines()
-        .find_map(|l| l.strip_prefix("oom_kill "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Allocation failures as Rust, C++ and ggml print them.
 fn looks_oom(tail: &str) -> bool {
     [
@@ -623,34 +560,6 @@ fn looks_oom(tail: &str) -> bool {
     ]
     .iter()
     .any(|m| tail.contains(m))
-}
-
-/// "was killed by SIGSEGV" / "exited with code 3".
-pub fn describe_status(s: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    if let Some(sig) = s.signal() {
-        return format!("was killed by {}", signal_name(sig));
-    }
-    match s.code() {
-        Some(c) => format!("exited with code {c}"),
-        None => "exited".into(),
-    }
-}
-
-fn signal_name(sig: i32) -> String {
-    let name = match sig {
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGILL => "SIGILL",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGINT => "SIGINT",
-        libc::SIGPIPE => "SIGPIPE",
-        _ => return format!("signal {sig}"),
-    };
-    name.to_string()
 }
 
 fn spawn_stderr_drain(
@@ -676,23 +585,9 @@ fn spawn_stderr_drain(
     done
 }
 
-/// True when `/proc` shows `pid` as a zombie (Linux; elsewhere false).
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kernel_oom_count_is_read_from_vmstat() {
-        assert_eq!(parse_oom_kills("pgfault 10\noom_kill 7\npgmajfault 2\n"), 7);
-        assert_eq!(parse_oom_kills("pgfault 10\n"), 0);
-    }
 
     #[test]
     fn allocation_failures_read_as_oom() {
@@ -704,22 +599,5 @@ mod tests {
         ));
         assert!(looks_oom("CUDA error: out of memory"));
         assert!(!looks_oom("segmentation fault"));
-    }
-
-    #[test]
-    fn exit_statuses_are_named() {
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(
-            describe_status(ExitStatus::from_raw(libc::SIGSEGV)),
-            "was killed by SIGSEGV"
-        );
-        assert_eq!(
-            describe_status(ExitStatus::from_raw(3 << 8)),
-            "exited with code 3"
-        );
-        assert_eq!(
-            describe_status(ExitStatus::from_raw(64)),
-            "was killed by signal 64"
-        );
     }
 }

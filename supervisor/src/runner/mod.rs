@@ -15,5 +15,5 @@ mod child;
 mod limits;
 
 pub use catalog::EngineCatalog;
-pub use child::{kill_all_groups, rss_bytes, ChildFailure, RunEvent, RunnerChild};
+pub use child::{kill_all_groups, ChildFailure, RunEvent, RunnerChild};
 pub use limits::{load_allowance, Backoff, Limits};

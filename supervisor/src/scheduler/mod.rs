@@ -693,7 +693,7 @@ impl Scheduler {
         for &pid in pids {
             if let Some((r, child)) = self.runners.evict(pid) {
                 tracing::info!(target: "engine", job_id = %job_id, "stopping idle runner {} for {} (pid {}, {}) to make room for job {job_id}", r.key.engine, r.model, r.pid, ledger::gb(r.held()));
-                stop_runner(child);
+                stop_runner(*child);
             }
         }
     }
@@ -853,7 +853,7 @@ impl Scheduler {
         let Some((key, _, prompt)) = self.leases.remove(job_id) else {
             // Handed back at a drain timeout: stop what it ran on.
             if let RunnerFate::Alive(child) = runner {
-                stop_runner(child);
+                stop_runner(*child);
             }
             return;
         };
@@ -868,7 +868,7 @@ impl Scheduler {
         };
         if let Some(child) = fate {
             if let Some(stop) = self.runners.returned(&key, child, healthy) {
-                stop_runner(stop);
+                stop_runner(*stop);
             }
         }
         let mut result = result;
@@ -1164,7 +1164,7 @@ impl Scheduler {
         }
         for (r, child) in self.runners.expired(now) {
             tracing::info!(target: "engine", "stopping idle runner {} for {} (pid {}): unused for model_keep_alive_secs", r.key.engine, r.model, r.pid);
-            stop_runner(child);
+            stop_runner(*child);
             self.status_dirty = true;
         }
         if self.drain_deadline.is_some_and(|d| now >= d) {
@@ -1296,7 +1296,7 @@ impl Scheduler {
                     loads: r.loads,
                     host_bytes: r.host_bytes,
                     device_bytes: r.device_bytes,
-                    rss_bytes: crate::runner::rss_bytes(r.pid),
+                    rss_bytes: crate::platform::rss_bytes(r.pid),
                     idle_ms: if r.job.is_some() {
                         0
                     } else {
@@ -1389,7 +1389,7 @@ fn spawn_probe(tx: mpsc::UnboundedSender<Event>) {
 }
 
 /// Stops a runner in the background (a shutdown request, then signals).
-fn stop_runner(child: Box<RunnerChild>) {
+fn stop_runner(child: RunnerChild) {
     tokio::spawn(child.shutdown(STOP_GRACE));
 }
 

@@ -104,6 +104,7 @@ fn attempt(mut cmd: Command) -> Option<String> {
 
 /// Writes `text` to `path` unless it already holds exactly that; whether
 /// it changed.
+#[cfg(unix)]
 fn write_if_changed(path: &Path, text: &str) -> anyhow::Result<bool> {
     if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
         return Ok(false);
@@ -152,7 +153,7 @@ mod platform {
 
     fn require_root(scope: &Scope) -> anyhow::Result<()> {
         // SAFETY: geteuid has no preconditions.
-        if matches!(scope, Scope::System { .. }) && unsafe { libc::geteuid() } != 0 {
+        if matches!(scope, Scope::System { .. }) && !crate::platform::is_root() {
             bail!("--system writes /etc/systemd/system: run it as root (sudo studio-worker install-service --system --user NAME)");
         }
         Ok(())
@@ -271,7 +272,7 @@ mod platform {
 
     fn domain() -> String {
         // SAFETY: getuid has no preconditions.
-        format!("gui/{}", unsafe { libc::getuid() })
+        format!("gui/{}", crate::platform::uid())
     }
 
     pub fn install(spec: &Spec, req: &Request) -> anyhow::Result<()> {

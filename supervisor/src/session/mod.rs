@@ -78,22 +78,20 @@ pub fn runner_path(cfg: &Config) -> PathBuf {
     }
     std::env::current_exe()
         .ok()
-        .and_then(|p| p.parent().map(|d| d.join("engine-runner")))
+        .and_then(|p| {
+            p.parent()
+                .map(|d| d.join(crate::platform::exe("engine-runner")))
+        })
         .unwrap_or_else(|| PathBuf::from("engine-runner"))
 }
 
-/// Counts SIGTERM/SIGINT into `tx`; the second one exits at once (the
-/// runners die with us through `PR_SET_PDEATHSIG`).
+/// Counts stop signals (SIGTERM/SIGINT; Ctrl-C on Windows) into `tx`;
+/// the second one kills every runner group and exits at once.
 fn spawn_signal_watch(tx: watch::Sender<u32>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let mut signals = crate::platform::StopSignals::new()?;
     tokio::spawn(async move {
         loop {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
+            signals.recv().await;
             let n = *tx.borrow() + 1;
             if n >= 2 {
                 tracing::warn!(target: "worker", "second signal: exiting now");

@@ -237,12 +237,19 @@ async fn probe(dir: &Path, config: &Path) -> anyhow::Result<()> {
         ],
     ];
     for args in steps {
-        let mut cmd = tokio::process::Command::new(&bin);
-        cmd.args(&args).kill_on_drop(true);
-        let run = tokio::time::timeout(PROBE_TIMEOUT, cmd.output())
+        // In its own group: a probe that times out is killed with every
+        // runner it started.
+        let child = crate::platform::spawn_group(&bin, Default::default(), |cmd| {
+            cmd.args(&args)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+        })
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+        let run = crate::platform::output_within(child, PROBE_TIMEOUT)
             .await
-            .map_err(|_| anyhow!("{} did not finish in {PROBE_TIMEOUT:?}", bin.display()))?
-            .with_context(|| format!("cannot start {}", bin.display()))?;
+            .with_context(|| format!("cannot run {}", bin.display()))?
+            .ok_or_else(|| anyhow!("{} did not finish in {PROBE_TIMEOUT:?}", bin.display()))?;
         if !run.status.success() {
             let err = String::from_utf8_lossy(&run.stderr);
             let tail: Vec<&str> = err.lines().rev().take(5).collect();
@@ -352,11 +359,7 @@ fn fault(point: &str) {
     if std::env::var("STUDIO_WORKER_FAULT_INJECTION").as_deref() == Ok("1")
         && std::env::var("STUDIO_WORKER_FAULT_UPDATE_KILL").as_deref() == Ok(point)
     {
-        // SAFETY: kill(2) on ourselves with a constant signal.
-        #[cfg(unix)]
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
+        crate::platform::kill_self();
     }
 }
 
