@@ -34,6 +34,11 @@ pub(crate) fn before_job(job: &JobRequest, out: &SharedOutbox, report: &mut dyn 
     match fault {
         "abort" => std::process::abort(),
         "segv" => {
+            // What a native library might print before it dies: the crash
+            // report carries this stderr tail, with the query scrubbed.
+            eprintln!(
+                "fault:segv while reading https://files.invalid/m.gguf?X-Amz-Signature=f4u1t516"
+            );
             // SAFETY: deliberately not safe: a read from an unmapped page
             // to produce a real SIGSEGV for the crash-isolation tests.
             let bad = std::hint::black_box(8usize) as *const u8;

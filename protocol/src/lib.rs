@@ -18,4 +18,4 @@ pub mod runner;
 mod secret;
 pub mod studio;
 
-pub use secret::Secret;
+pub use secret::{exposed as exposed_secrets, Secret};

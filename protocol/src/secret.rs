@@ -1,6 +1,8 @@
 //! A string that must never reach a log line.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::sync::{Mutex, OnceLock};
 
 /// A secret value (auth token, bootstrap token, registration secret).
 ///
@@ -17,8 +19,16 @@ impl Secret {
         Self(value.into())
     }
 
-    /// The secret itself; call only where it is put on the wire.
+    /// The secret itself; call only where it is put on the wire. Every
+    /// value exposed is remembered (see [`exposed`]), so reports that leave
+    /// the machine can scrub it from any text it reached.
     pub fn expose(&self) -> &str {
+        if !self.0.is_empty() {
+            let mut seen = registry().lock().unwrap_or_else(|p| p.into_inner());
+            if !seen.contains(&self.0) {
+                seen.insert(self.0.clone());
+            }
+        }
         &self.0
     }
 
@@ -26,6 +36,21 @@ impl Secret {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+fn registry() -> &'static Mutex<BTreeSet<String>> {
+    static SEEN: OnceLock<Mutex<BTreeSet<String>>> = OnceLock::new();
+    SEEN.get_or_init(Default::default)
+}
+
+/// Every secret value this process has exposed so far.
+pub fn exposed() -> Vec<String> {
+    registry()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .cloned()
+        .collect()
 }
 
 impl std::fmt::Debug for Secret {

@@ -66,6 +66,7 @@ fn service_request(args: crate::cli::ServiceArgs) -> crate::service::Request {
 
 /// Runs one parsed command line.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    fault_panic();
     let path = config_path(&cli.config)?;
     match cli.command {
         Command::Run => session::run(path).await,
@@ -249,5 +250,16 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let cfg = Config::load(&path)?;
             local_job::run(&cfg, *args).await
         }
+    }
+}
+
+/// Test hook: with `STUDIO_WORKER_FAULT_INJECTION=1` and
+/// `STUDIO_WORKER_FAULT_PANIC=1`, every command panics at once (error
+/// reports must capture it).
+fn fault_panic() {
+    if std::env::var("STUDIO_WORKER_FAULT_INJECTION").as_deref() == Ok("1")
+        && std::env::var("STUDIO_WORKER_FAULT_PANIC").as_deref() == Ok("1")
+    {
+        panic!("fault injection: panic (STUDIO_WORKER_FAULT_PANIC)");
     }
 }

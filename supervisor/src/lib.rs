@@ -20,6 +20,7 @@ pub mod models;
 pub mod platform;
 pub mod progress;
 pub mod register;
+pub mod report;
 pub mod runner;
 pub mod scheduler;
 pub mod service;

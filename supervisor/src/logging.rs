@@ -1,7 +1,8 @@
 //! The worker's log: to stderr, human-readable or one JSON object a line
 //! (`--log-format json`), filtered by `STUDIO_WORKER_LOG`, else
 //! `RUST_LOG`, else `info`; and the same records to the studio through
-//! [`crate::logship::ShipLayer`].
+//! [`crate::logship::ShipLayer`], and errors and warnings to Sentry when
+//! it is on ([`crate::report::SentryLayer`]).
 //!
 //! A JSON line: `{"time", "level", "target", "message", "jobId"?,
 //! "fields"?}`, where `fields` holds every other field of the event.
@@ -132,7 +133,8 @@ fn filter() -> EnvFilter {
 pub fn init(format: LogFormat) {
     let registry = tracing_subscriber::registry()
         .with(filter())
-        .with(logship::ShipLayer);
+        .with(logship::ShipLayer)
+        .with(crate::report::SentryLayer);
     let _ = match format {
         LogFormat::Human => registry
             .with(

@@ -142,6 +142,15 @@ pub fn fatal_signal(s: ExitStatus) -> Option<String> {
     }
 }
 
+/// True for the signals a process gets for its own fault (a bad memory
+/// access, an abort, an illegal instruction), not for being stopped.
+pub fn is_crash_signal(name: &str) -> bool {
+    matches!(
+        name,
+        "SIGSEGV" | "SIGABRT" | "SIGBUS" | "SIGILL" | "SIGFPE" | "SIGTRAP" | "SIGSYS"
+    )
+}
+
 /// True when `s` is a SIGKILL (what the kernel's OOM killer sends).
 pub fn killed_outright(s: ExitStatus) -> bool {
     fatal_signal(s).as_deref() == Some("SIGKILL")
@@ -159,6 +168,8 @@ fn signal_name(sig: i32) -> String {
         libc::SIGFPE => "SIGFPE",
         libc::SIGINT => "SIGINT",
         libc::SIGPIPE => "SIGPIPE",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGSYS => "SIGSYS",
         _ => return format!("signal {sig}"),
     };
     name.to_string()

@@ -16,6 +16,7 @@ pub mod claims;
 pub mod models;
 pub mod proc;
 pub mod release;
+pub mod sentry;
 pub mod speech;
 pub mod studio;
 pub mod tiny_sd;

@@ -128,6 +128,8 @@ pub struct RunnerChild {
     /// Resolves when stderr reached EOF (every last line is in `tail`).
     stderr_done: Option<tokio::sync::oneshot::Receiver<()>>,
     fatal: Option<String>,
+    /// The job it was last given (for crash reports).
+    job: Option<String>,
     ping_seq: u64,
     /// The kernel's OOM-kill count when this child started.
     oom_kills_at_spawn: u64,
@@ -254,6 +256,7 @@ impl RunnerChild {
             tail,
             stderr_done,
             fatal: None,
+            job: None,
             ping_seq: 0,
             oom_kills_at_spawn: platform::oom_kills(),
         };
@@ -321,6 +324,7 @@ impl RunnerChild {
     ) -> Result<JobOutput, ChildFailure> {
         job.epoch = self.epoch;
         let job_id = job.job_id.clone();
+        self.job = Some(job_id.clone());
         if let Err(e) = write_msg(
             &mut self.stdin,
             &ToRunner::Job(Box::new(job)),
@@ -523,6 +527,23 @@ impl RunnerChild {
                 format!("ran out of memory{limit} and {how}"),
             )
         } else {
+            // A native crash: the runner cannot report it, so we do.
+            if let Some(signal) = status
+                .and_then(platform::fatal_signal)
+                .filter(|s| platform::is_crash_signal(s))
+            {
+                let lines = self
+                    .tail
+                    .lock()
+                    .map(|t| t.iter().cloned().collect::<Vec<_>>());
+                crate::report::runner_crashed(
+                    &self.engine,
+                    self.pid,
+                    &signal,
+                    self.job.as_deref(),
+                    &lines.unwrap_or_default(),
+                );
+            }
             (ErrorClass::Crashed, how)
         };
         ChildFailure::new(

@@ -96,6 +96,7 @@ fn spawn_signal_watch(tx: watch::Sender<u32>) -> anyhow::Result<()> {
             if n >= 2 {
                 tracing::warn!(target: "worker", "second signal: exiting now");
                 crate::runner::kill_all_groups();
+                crate::report::flush();
                 std::process::exit(130);
             }
             tracing::info!(target: "worker", "signal received: draining (no new offers), send again to exit at once");

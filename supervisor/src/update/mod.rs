@@ -204,6 +204,8 @@ fn request_exec(path: PathBuf) {
 /// the same pid, so a service manager sees no exit); returns only on
 /// failure.
 pub fn exec(program: &Path) -> anyhow::Error {
+    // Reports queued so far (a rollback's reason) go out first.
+    crate::report::flush();
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     #[cfg(unix)]
     {
@@ -262,6 +264,7 @@ pub fn on_start() -> bool {
         }
         Err(e) => tracing::error!(target: "worker", "rollback to {previous} failed: {e:#}"),
     }
+    crate::report::flush();
     std::process::exit(1);
 }
 
