@@ -104,6 +104,9 @@ pub async fn check_update(cfg: &Config) -> anyhow::Result<()> {
         (Newest::Newer(c), _) if c.digest_url.is_none() => {
             format!("nothing: {} has no {}.sha256, and an update without its digest is refused", c.version, c.archive.0)
         }
+        (Newest::Newer(c), _) if !super::IN_PLACE => {
+            format!("nothing: on this platform {} is installed by running install.ps1 again", c.version)
+        }
         (Newest::Newer(_), None) => {
             "nothing: this binary is not in a versioned install (ROOT/versions/V with a manifest); install with install.sh to update in place".into()
         }
@@ -202,9 +205,9 @@ pub fn flip(root: &Path, version: &str) -> anyhow::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::symlink(Path::new("versions").join(version), &new)
         .with_context(|| format!("cannot link {}", new.display()))?;
-    #[cfg(windows)]
-    std::os::windows::fs::symlink_dir(&target, &new)
-        .with_context(|| format!("cannot link {}", new.display()))?;
+    #[cfg(not(unix))]
+    bail!("{}: switching versions in place needs Unix links; install the release with install.ps1", new.display());
+    #[cfg(unix)]
     std::fs::rename(&new, root.join("current"))
         .with_context(|| format!("cannot switch {}", root.join("current").display()))
 }
@@ -411,6 +414,10 @@ async fn attempt(
 /// (the first one at once).
 pub fn spawn_loop(cfg: &Config, config: PathBuf, handle: Handle) {
     if !cfg.auto_update_enabled {
+        return;
+    }
+    if !super::IN_PLACE {
+        tracing::info!(target: "worker", "auto-update off: on this platform a release is installed with install.ps1");
         return;
     }
     let Some(inst) = Installed::detect() else {

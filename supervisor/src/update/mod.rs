@@ -24,6 +24,12 @@
 pub mod feed;
 pub mod install;
 
+/// Whether a release can be switched to in place (`current` flipped with
+/// one rename of a symlink). Windows has no unprivileged directory symlink
+/// and std cannot make a junction, so there `install.ps1` installs updates
+/// and `run` does not update itself (`autoUpdate` stays false).
+pub const IN_PLACE: bool = cfg!(unix);
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
