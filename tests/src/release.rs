@@ -77,3 +77,33 @@ pub fn foreign_archive(dir: &Path, version: &str) -> PathBuf {
     );
     archive
 }
+
+/// Installs `archive` with `scripts/install.sh` under `home` (prefix
+/// `home/install`, links in `home/bin`); the prefix.
+pub fn install(archive: &Path, home: &Path) -> PathBuf {
+    let prefix = home.join("install");
+    let out = Command::new("sh")
+        .arg(root().join("scripts/install.sh"))
+        .arg("--archive")
+        .arg(archive)
+        .arg("--prefix")
+        .arg(&prefix)
+        .arg("--bin-dir")
+        .arg(home.join("bin"))
+        .output()
+        .expect("install.sh runs");
+    assert!(
+        out.status.success(),
+        "install.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    prefix
+}
+
+/// The SHA-256 of a file, in hex.
+pub fn sha256_hex(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(
+        std::fs::read(path).expect("read the file"),
+    ))
+}

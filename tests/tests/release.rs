@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 use studio_protocol::runner::FAMILIES;
 use studio_worker_tests::models;
-use studio_worker_tests::release::{foreign_archive, host_target, package, root};
+use studio_worker_tests::release::{foreign_archive, host_target, package, root, sha256_hex};
 
 fn said(out: &Output) -> String {
     format!(
@@ -41,11 +41,6 @@ fn install(home: &Path, archive: &Path) -> Output {
         .expect("install.sh runs")
 }
 
-fn sha256(path: &Path) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
-}
-
 #[test]
 fn the_archive_holds_every_binary_a_manifest_and_its_digest() {
     let archive = archive();
@@ -53,7 +48,7 @@ fn the_archive_holds_every_binary_a_manifest_and_its_digest() {
     let target = host_target();
     assert_eq!(name, format!("studio-worker-9.8.7-{target}-cpu.tar.xz"));
     let sidecar = std::fs::read_to_string(format!("{}.sha256", archive.display())).unwrap();
-    assert_eq!(sidecar, format!("{}  {name}\n", sha256(archive)));
+    assert_eq!(sidecar, format!("{}  {name}\n", sha256_hex(archive)));
     // Unpacked by tar itself, the manifest matches every file.
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new("tar")
@@ -75,7 +70,12 @@ fn the_archive_holds_every_binary_a_manifest_and_its_digest() {
     let listed: Vec<&str> = files.iter().map(|f| f["path"].as_str().unwrap()).collect();
     for f in files {
         let path = top.join(f["path"].as_str().unwrap());
-        assert_eq!(f["sha256"], sha256(&path).as_str(), "{}", path.display());
+        assert_eq!(
+            f["sha256"],
+            sha256_hex(&path).as_str(),
+            "{}",
+            path.display()
+        );
     }
     let mut needed: Vec<&str> = FAMILIES.iter().map(|f| f.binary).collect();
     needed.extend(["studio-worker", models::ORT, "LICENSE", "README.md"]);
@@ -143,7 +143,7 @@ fn install_sh_refuses_a_wrong_digest_and_a_foreign_archive() {
     let foreign = foreign_archive(dir.path(), "1.0.0");
     std::fs::write(
         format!("{}.sha256", foreign.display()),
-        format!("{}  other.tar.xz\n", sha256(&foreign)),
+        format!("{}  other.tar.xz\n", sha256_hex(&foreign)),
     )
     .unwrap();
     let out = install(home.path(), &foreign);

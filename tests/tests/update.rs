@@ -5,14 +5,15 @@
 //! The test plays the service manager where one would restart the worker.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 use studio_worker_tests::bounds;
 use studio_worker_tests::claims::{claim, llm};
 use studio_worker_tests::proc::{WorkerHome, WorkerProc};
-use studio_worker_tests::release::{foreign_archive, host_target, package, root};
+use studio_worker_tests::release::{
+    foreign_archive, host_target, install, package, root, sha256_hex,
+};
 use studio_worker_tests::studio::{FakeStudio, TOKEN, WORKER_ID};
 
 const OLD: &str = "9.8.0";
@@ -30,23 +31,7 @@ fn archives() -> &'static (PathBuf, PathBuf) {
 
 /// A fresh install of the old version; its root.
 fn install_old(home: &Path) -> PathBuf {
-    let prefix = home.join("install");
-    let out = Command::new("sh")
-        .arg(root().join("scripts/install.sh"))
-        .arg("--archive")
-        .arg(&archives().0)
-        .arg("--prefix")
-        .arg(&prefix)
-        .arg("--bin-dir")
-        .arg(home.join("bin"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    prefix
+    install(&archives().0, home)
 }
 
 fn current(prefix: &Path) -> String {
@@ -72,11 +57,6 @@ fn serve_feed(studio: &FakeStudio, archive: &Path, digest: &str) -> String {
     ]);
     studio.serve_file("releases.json", feed.to_string());
     studio.file_url("releases.json")
-}
-
-fn digest_of(path: &Path) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
 }
 
 /// A worker home whose config reads `feed` every second.
@@ -114,7 +94,7 @@ async fn old_install_offered_new() -> (FakeStudio, tempfile::TempDir, PathBuf, W
     let tmp = tempfile::tempdir().unwrap();
     let prefix = install_old(tmp.path());
     let new = &archives().1;
-    let feed = serve_feed(&studio, new, &digest_of(new));
+    let feed = serve_feed(&studio, new, &sha256_hex(new));
     let home = home_with_feed(&studio, &feed);
     (studio, tmp, prefix, home)
 }
@@ -159,7 +139,7 @@ async fn a_wrong_digest_or_a_foreign_archive_is_refused_and_the_worker_keeps_ser
     let foreign = foreign_archive(tmp.path(), NEW);
     let cases = [
         (new.clone(), "0".repeat(64), "does not match its .sha256"),
-        (foreign.clone(), digest_of(&foreign), "not studio-worker"),
+        (foreign.clone(), sha256_hex(&foreign), "not studio-worker"),
     ];
     for (archive, digest, cause) in cases {
         let studio = FakeStudio::start().await;

@@ -206,7 +206,10 @@ pub fn flip(root: &Path, version: &str) -> anyhow::Result<()> {
     std::os::unix::fs::symlink(Path::new("versions").join(version), &new)
         .with_context(|| format!("cannot link {}", new.display()))?;
     #[cfg(not(unix))]
-    bail!("{}: switching versions in place needs Unix links; install the release with install.ps1", new.display());
+    bail!(
+        "{}: switching versions in place needs Unix links; install the release with install.ps1",
+        new.display()
+    );
     #[cfg(unix)]
     std::fs::rename(&new, root.join("current"))
         .with_context(|| format!("cannot switch {}", root.join("current").display()))

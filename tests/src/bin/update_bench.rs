@@ -18,14 +18,13 @@
 //!
 //! Run: `cargo build --release --workspace --bins && target/release/update-bench [ROUNDS]`
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use studio_worker_tests::claims::{claim, llm};
 use studio_worker_tests::proc::{percentile, WorkerHome};
-use studio_worker_tests::release::{host_target, package, root};
+use studio_worker_tests::release::{host_target, install, package, sha256_hex};
 use studio_worker_tests::studio::{Event, FakeStudio, TOKEN, WORKER_ID};
 
 const A: &str = "9.8.0";
@@ -34,33 +33,6 @@ const BOUND: Duration = Duration::from_secs(300);
 
 fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn install(archive: &Path, home: &Path) -> PathBuf {
-    let prefix = home.join("install");
-    let out = Command::new("sh")
-        .arg(root().join("scripts/install.sh"))
-        .arg("--archive")
-        .arg(archive)
-        .arg("--prefix")
-        .arg(&prefix)
-        .arg("--bin-dir")
-        .arg(home.join("bin"))
-        .output()
-        .expect("install.sh runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    prefix
-}
-
-fn digest(path: &Path) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(
-        std::fs::read(path).expect("read archive"),
-    ))
 }
 
 /// The instant of the first event after `mark` that `pred` accepts.
@@ -92,6 +64,17 @@ struct Round {
     total: Duration,
 }
 
+impl Round {
+    fn as_row(&self) -> [Duration; 4] {
+        [
+            self.seen_to_switch,
+            self.downtime,
+            self.open_to_job,
+            self.total,
+        ]
+    }
+}
+
 async fn round(old: &Path, new: &Path, i: usize) -> Round {
     let studio = FakeStudio::start().await;
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -120,7 +103,7 @@ async fn round(old: &Path, new: &Path, i: usize) -> Round {
     studio.serve_file(&name, std::fs::read(new).expect("read archive"));
     studio.serve_file(
         &format!("{name}.sha256"),
-        format!("{}  {name}\n", digest(new)),
+        format!("{}  {name}\n", sha256_hex(new)),
     );
     let mark = studio.mark();
     studio.serve_file(
@@ -150,6 +133,7 @@ async fn round(old: &Path, new: &Path, i: usize) -> Round {
     })
     .await;
     at(&studio, mark, "B's hello", |e| hello_from(e, B)).await;
+    studio.wait_session(2).await;
     let id = format!("first-{i}");
     let before = studio.mark();
     studio.offer(claim(&id, llm("hi")));
@@ -200,19 +184,14 @@ async fn main() {
     );
     println!("| interval | p50 | max |");
     println!("| --- | ---: | ---: |");
-    let rows: [(&str, fn(&Round) -> Duration); 4] = [
-        (
-            "seen → switch (download, verify, unpack, probe, flip)",
-            |r| r.seen_to_switch,
-        ),
-        ("downtime: old session closed → new session open", |r| {
-            r.downtime
-        }),
-        ("new session open → first job's result", |r| r.open_to_job),
-        ("newer release seen → new version serving", |r| r.total),
+    let rows = [
+        "seen → switch (download, verify, unpack, probe, flip)",
+        "downtime: old session closed → new session open",
+        "new session open → first job's result",
+        "newer release seen → new version serving",
     ];
-    for (name, f) in rows {
-        let mut v: Vec<Duration> = all.iter().map(f).collect();
+    for (k, name) in rows.into_iter().enumerate() {
+        let mut v: Vec<Duration> = all.iter().map(|r| r.as_row()[k]).collect();
         v.sort();
         println!(
             "| {name} | {} | {} |",
