@@ -45,8 +45,20 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         gpu: Option<u32>,
     },
-    /// Show worker id, studio URL, threshold, enabled and the last session state.
-    Status,
+    /// What the running worker is doing now (session, job, runners, GPU
+    /// memory, recent failures); with none running, the config's summary.
+    Status {
+        /// The running worker's raw snapshot as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop claiming on the running worker (offers rejected `paused`)
+    /// without editing the config; `resume` undoes it.
+    Pause,
+    /// Take offers again after `pause`.
+    Resume,
+    /// Let the running worker finish and deliver its job, then exit 0.
+    Drain,
     /// Print the resolved config (secrets hidden) and its path.
     Config,
     /// Resume claiming offers.

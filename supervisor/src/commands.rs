@@ -8,6 +8,8 @@ use studio_protocol::Secret;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
+use crate::control::{self, status_text};
+use crate::scheduler::snapshot::Snapshot;
 use crate::{gpu, local_job, models, progress, register, runner, session, state};
 
 fn config_path(cli: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -101,7 +103,26 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Status => {
+        Command::Status { json } => {
+            if let Some(a) = control::client::ask(&path, reqwest::Method::GET, "/status").await? {
+                if a.status == 200 {
+                    if json {
+                        println!("{}", a.body);
+                    } else {
+                        let snap: Snapshot = serde_json::from_str(&a.body)
+                            .context("the running worker's /status is not a snapshot")?;
+                        print!("{}", status_text::summary(&snap));
+                    }
+                    return Ok(());
+                }
+                // Running but not yet serving (registering): say so, then the config.
+                println!("worker:        starting: {}", a.body.trim());
+            } else if json {
+                println!("{}", serde_json::json!({"running": false}));
+                return Ok(());
+            } else {
+                println!("worker:        not running");
+            }
             let cfg = Config::load(&path)?;
             println!("config:        {}", path.display());
             let registration = match (
@@ -187,6 +208,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             print!("{}", cfg.redacted_toml());
             Ok(())
         }
+        Command::Pause => control_command(&path, "/control/pause").await,
+        Command::Resume => control_command(&path, "/control/resume").await,
+        Command::Drain => control_command(&path, "/control/drain").await,
         Command::Enable => {
             update(&path, |c| c.auto_enabled = true)?;
             println!("claiming enabled");
@@ -261,5 +285,20 @@ fn fault_panic() {
         && std::env::var("STUDIO_WORKER_FAULT_PANIC").as_deref() == Ok("1")
     {
         panic!("fault injection: panic (STUDIO_WORKER_FAULT_PANIC)");
+    }
+}
+
+/// Sends a control route to the running worker and prints its answer.
+async fn control_command(path: &Path, route: &str) -> anyhow::Result<()> {
+    match control::client::ask(path, reqwest::Method::POST, route).await? {
+        Some(a) if a.status == 200 => {
+            print!("{}", a.body);
+            Ok(())
+        }
+        Some(a) => bail!("the running worker answered HTTP {}: {}", a.status, a.body.trim()),
+        None => bail!(
+            "no worker is running with {} (no answer through its run file); `enable`/`disable` edit the config instead",
+            path.display()
+        ),
     }
 }

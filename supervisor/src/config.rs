@@ -41,6 +41,8 @@ pub enum ConfigError {
 
 /// Default studio root.
 pub const DEFAULT_API_BASE_URL: &str = "https://studio.minis.gg/";
+/// Default address of the metrics and control endpoint.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 /// Default release feed.
 pub const DEFAULT_FEED: &str = "https://api.github.com/repos/webbertakken/studio-worker/releases";
 
@@ -82,6 +84,12 @@ pub struct Config {
     pub auto_update_feed: String,
     /// Track pre-releases.
     pub auto_update_prerelease: bool,
+    /// Where `run` serves `/metrics`, `/status`, `/healthz` and the
+    /// control routes (`host:port`; port 0 picks a free one; `off`).
+    pub metrics_listen: String,
+    /// Allow a non-loopback `metrics_listen` (then every route needs the
+    /// control token).
+    pub metrics_allow_remote: bool,
     /// Reconnect attempts before giving up; 0 = infinite.
     pub ws_reconnect_attempts: u32,
     /// Model cache root (`~` expanded).
@@ -239,6 +247,8 @@ impl Default for Config {
             auto_update_interval_secs: 1800,
             auto_update_feed: DEFAULT_FEED.into(),
             auto_update_prerelease: false,
+            metrics_listen: DEFAULT_METRICS_LISTEN.into(),
+            metrics_allow_remote: false,
             ws_reconnect_attempts: 0,
             models_root: PathBuf::from("~/models"),
             engine_runner_path: None,

@@ -53,13 +53,14 @@ pub struct ResultUpload<'a> {
 
 /// Uploads one result; retries 5xx and transport errors with backoff
 /// (1 s, 2 s, 4 s, ...) up to `attempts` tries while `still_owned()` holds.
+/// Returns the number of attempts it took.
 pub async fn upload(
     client: &reqwest::Client,
     target: &UploadTarget,
     item: &ResultUpload<'_>,
     attempts: u32,
     still_owned: impl Fn() -> bool,
-) -> Result<(), UploadError> {
+) -> Result<u32, UploadError> {
     let ResultUpload {
         job_id,
         prompt,
@@ -91,7 +92,7 @@ pub async fn upload(
             .send()
             .await;
         match sent {
-            Ok(resp) if resp.status().is_success() => return Ok(()),
+            Ok(resp) if resp.status().is_success() => return Ok(attempt),
             Ok(resp) => {
                 let status = resp.status();
                 let body = body_snippet(resp).await;

@@ -8,6 +8,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod control;
 pub mod deliver;
 pub mod failure;
 pub mod fetch;

@@ -14,6 +14,14 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::Layer;
 
+/// Lines dropped since start (for `/metrics`).
+static DROPPED_TOTAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many log lines were dropped since start because the queue was full.
+pub fn dropped_total() -> u64 {
+    DROPPED_TOTAL.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Most lines kept while no session drains them.
 pub const QUEUE_CAP: usize = 5000;
 
@@ -60,6 +68,7 @@ pub fn requeue(batch: Vec<LogEntry>) {
     while q.lines.len() > QUEUE_CAP {
         q.lines.pop_front();
         q.dropped += 1;
+        DROPPED_TOTAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -68,6 +77,7 @@ fn push(e: LogEntry) {
     if q.lines.len() >= QUEUE_CAP {
         q.lines.pop_front();
         q.dropped += 1;
+        DROPPED_TOTAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     q.lines.push_back(e);
 }

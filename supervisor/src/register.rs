@@ -95,7 +95,7 @@ pub enum Approval {
     Rejected(String),
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut buf);
     hex::encode(buf)

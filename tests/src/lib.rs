@@ -15,6 +15,7 @@ pub mod bounds;
 pub mod claims;
 pub mod models;
 pub mod proc;
+pub mod prom;
 pub mod release;
 pub mod sentry;
 pub mod speech;

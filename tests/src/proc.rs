@@ -46,6 +46,10 @@ impl WorkerHome {
         if let Some((id, token)) = identity {
             toml.push_str(&format!("worker_id = \"{id}\"\nauth_token = \"{token}\"\n"));
         }
+        // Tests run side by side: each worker's endpoint on a free port.
+        if !extra.contains("metrics_listen") {
+            toml.push_str("metrics_listen = \"127.0.0.1:0\"\n");
+        }
         toml.push_str(extra);
         std::fs::write(dir.path().join("config.toml"), toml).expect("write config");
         Self { dir }

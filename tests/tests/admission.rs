@@ -377,12 +377,14 @@ async fn each_gpu_asks_for_approval_with_its_own_install_id_and_register_gpu_wri
             (1, "w-gpu-1", bodies[1]["installId"].as_str().unwrap())
         ]
     );
-    // `status` shows each GPU's session.
+    // `status` asks the running worker: each GPU's session and identity.
     let shown = home.cli_with(&["status"], &env);
     let shown = String::from_utf8_lossy(&shown.stdout);
     assert!(
-        shown.contains("session gpu 0: approved as w-test-1")
-            && shown.contains("session gpu 1: approved as w-gpu-1"),
+        shown.contains("session 0 (gpu 0): connected since")
+            && shown.contains(&format!("as {WORKER_ID}\n"))
+            && shown.contains("session 1 (gpu 1): connected since")
+            && shown.contains("as w-gpu-1\n"),
         "{shown}"
     );
 

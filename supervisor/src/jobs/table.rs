@@ -41,6 +41,17 @@ impl JobPhase {
             JobPhase::Uploading => "uploading",
         }
     }
+
+    /// The phase's name in duration metrics.
+    pub fn metric_name(self) -> &'static str {
+        match self {
+            JobPhase::Accepted => "queue",
+            JobPhase::Downloading => "download",
+            JobPhase::Loading => "load",
+            JobPhase::Running => "run",
+            JobPhase::Uploading => "upload",
+        }
+    }
 }
 
 /// The runner a job is on.
@@ -75,6 +86,12 @@ pub struct JobRow {
     pub deadline: Option<Instant>,
     /// Session generation that accepted it (0: a local job).
     pub gen: u64,
+    /// `studio`, `local` or `pinned`.
+    pub origin: &'static str,
+    /// When the current phase began.
+    pub phase_at: Instant,
+    /// Time spent in each phase left so far.
+    pub spent: Vec<(JobPhase, std::time::Duration)>,
 }
 
 impl JobRow {
@@ -91,7 +108,23 @@ impl JobRow {
             accepted_at: Instant::now(),
             deadline: None,
             gen,
+            origin: if gen == 0 { "pinned" } else { "studio" },
+            phase_at: Instant::now(),
+            spent: Vec::new(),
         }
+    }
+
+    /// The same row for a job from `studio-worker job`.
+    pub fn local(mut self) -> Self {
+        self.origin = "local";
+        self
+    }
+
+    /// Time per phase, the current one up to now.
+    pub fn phase_times(&self) -> Vec<(JobPhase, std::time::Duration)> {
+        let mut v = self.spent.clone();
+        v.push((self.phase, self.phase_at.elapsed()));
+        v
     }
 }
 
@@ -118,6 +151,8 @@ impl JobTable {
             if row.phase != phase {
                 tracing::debug!(target: "job", job_id = %job_id, "phase {} → {}", row.phase.as_str(), phase.as_str());
                 row.progress = (0, 0);
+                row.spent.push((row.phase, row.phase_at.elapsed()));
+                row.phase_at = Instant::now();
             }
             row.phase = phase;
         }

@@ -23,6 +23,7 @@
 pub mod admission;
 pub mod job_task;
 pub mod ledger;
+pub mod metrics;
 pub mod runners;
 pub mod snapshot;
 pub mod upload;
@@ -118,6 +119,10 @@ pub enum Event {
     ReleaseHold,
     /// What the update loop is doing (for the status).
     UpdateState(String),
+    /// `pause` (true) or `resume` (false) from the control endpoint:
+    /// offers rejected `paused`, heartbeats `autoEnabled: false`, the
+    /// config untouched.
+    Pause(bool),
     /// Stop now: idle runners stop gracefully, busy ones are killed.
     Stop(oneshot::Sender<()>),
 }
@@ -251,6 +256,7 @@ struct Slot {
     live_gen: watch::Sender<u64>,
     status: snapshot::SessionStatus,
     next_heartbeat: Instant,
+    last_heartbeat: Option<Instant>,
 }
 
 /// The scheduler's state. See the module docs.
@@ -279,6 +285,9 @@ pub struct Scheduler {
     drain_deadline: Option<Instant>,
     recent: VecDeque<Finished>,
     counters: Counters,
+    metrics: metrics::Metrics,
+    /// Paused through the control endpoint (`pause`).
+    live_paused: bool,
     status_path: Option<PathBuf>,
     status_dirty: bool,
     /// Holding offers for an update; answered once idle.
@@ -318,6 +327,7 @@ pub fn start(setup: Setup) -> (Handle, watch::Receiver<Life>, tokio::task::JoinH
                 ..Default::default()
             },
             next_heartbeat: now,
+            last_heartbeat: None,
         })
         .collect();
     let s = Scheduler {
@@ -361,6 +371,8 @@ pub fn start(setup: Setup) -> (Handle, watch::Receiver<Life>, tokio::task::JoinH
         update_state: None,
         recent: VecDeque::new(),
         counters: Counters::default(),
+        metrics: metrics::Metrics::default(),
+        live_paused: false,
         status_path: setup.status_path,
         status_dirty: true,
         cfg,
@@ -435,6 +447,14 @@ impl Scheduler {
                 self.after_job();
             }
             Event::ReleaseHold => self.update_hold = None,
+            Event::Pause(on) => {
+                if self.live_paused != on {
+                    tracing::info!(target: "worker", "{}", if on { "paused by the operator (pause): offers are rejected until resume" } else { "resumed by the operator: taking offers" });
+                    self.live_paused = on;
+                    self.heartbeats(true);
+                    self.status_dirty = true;
+                }
+            }
             Event::UpdateState(state) => {
                 self.update_state = Some(state);
                 self.status_dirty = true;
@@ -511,6 +531,10 @@ impl Scheduler {
         };
         s.session = Some(SessionLink { gen, outbox });
         s.live_gen.send_replace(gen);
+        self.metrics.session_opened(slot);
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
         s.next_heartbeat = Instant::now();
         self.heartbeats(true);
         if self.life.borrow().finished {
@@ -551,6 +575,7 @@ impl Scheduler {
                 continue;
             }
             self.slots[i].next_heartbeat = at + HEARTBEAT;
+            self.slots[i].last_heartbeat = Some(at);
             let frame = WorkerFrame::Heartbeat {
                 capabilities: self.capabilities(i),
                 current_job_id: self.jobs.current(i).map(str::to_string),
@@ -587,7 +612,7 @@ impl Scheduler {
     // ---- admission ------------------------------------------------------
 
     fn paused(&self, slot: usize) -> bool {
-        !self.cfg.auto_enabled || self.draining() || self.cooling_down(slot)
+        !self.cfg.auto_enabled || self.live_paused || self.draining() || self.cooling_down(slot)
     }
 
     /// Holding offers for an update.
@@ -623,6 +648,11 @@ impl Scheduler {
             } => {
                 tracing::info!(target: "ws", job_id = %job_id, "rejecting {job_id}: {reason}");
                 self.counters.rejected += 1;
+                let label = code.map_or("none", |c| match c {
+                    studio_protocol::studio::RejectCode::Busy => "busy",
+                    studio_protocol::studio::RejectCode::Paused => "paused",
+                });
+                self.count_offer(slot, raw, "rejected", label);
                 send(WorkerFrame::Reject {
                     job_id,
                     reason,
@@ -633,6 +663,12 @@ impl Scheduler {
                 tracing::warn!(target: "job", job_id = %job_id, "{error}");
                 self.counters.accepted += 1;
                 self.counters.failed += 1;
+                self.count_offer(
+                    slot,
+                    raw,
+                    "failed",
+                    studio_protocol::runner::ErrorClass::BadInput.as_str(),
+                );
                 send(WorkerFrame::Accept {
                     job_id: job_id.clone(),
                 });
@@ -666,6 +702,25 @@ impl Scheduler {
         self.status_dirty = true;
     }
 
+    /// Counts an offer that ended at admission, labelled with what it
+    /// says of itself (`unknown` where it does not parse).
+    fn count_offer(&mut self, slot: usize, raw: &serde_json::Value, outcome: &str, reason: &str) {
+        let claim = JobOfferClaim::from_value(raw).ok();
+        let kind = claim.as_ref().map_or("unknown", |c| c.task.kind().as_str());
+        let engine = claim.as_ref().map_or("unknown".to_string(), |c| {
+            c.model_source.engine.as_str().to_string()
+        });
+        let gpu = self.slot_gpu(slot);
+        self.metrics.job(metrics::JobEnd {
+            kind,
+            engine: &engine,
+            origin: "studio",
+            outcome,
+            reason,
+            gpu,
+        });
+    }
+
     fn on_local(&mut self, claim: JobOfferClaim, updates: mpsc::UnboundedSender<LocalUpdate>) {
         let slot = 0;
         if self.jobs.busy(slot) {
@@ -693,6 +748,7 @@ impl Scheduler {
         for &pid in pids {
             if let Some((r, child)) = self.runners.evict(pid) {
                 tracing::info!(target: "engine", job_id = %job_id, "stopping idle runner {} for {} (pid {}, {}) to make room for job {job_id}", r.key.engine, r.model, r.pid, ledger::gb(r.held()));
+                self.metrics.evicted(&r.key.engine);
                 stop_runner(*child);
             }
         }
@@ -726,15 +782,38 @@ impl Scheduler {
         let job_id = claim.job_id.clone();
         self.counters.accepted += 1;
         let engine = claim.model_source.engine.as_str().to_string();
+        let origin = if trust.local_files {
+            "local"
+        } else if gen == 0 {
+            "pinned"
+        } else {
+            "studio"
+        };
+        let kind = claim.task.kind();
+        let failed = |m: &mut metrics::Metrics, class: studio_protocol::runner::ErrorClass| {
+            m.job(metrics::JobEnd {
+                kind: kind.as_str(),
+                engine: &engine,
+                origin,
+                outcome: "failed",
+                reason: class.as_str(),
+                gpu,
+            })
+        };
         if let Err(f) = self
             .runners
             .catalog()
             .check(&claim.model_source.engine, claim.task.kind())
         {
             tracing::warn!(target: "job", job_id = %job_id, "job failed ({}): {}", f.class.as_str(), f.message);
+            failed(&mut self.metrics, f.class);
             return Err((job_id, JobError::new(f.class, f.message)));
         }
-        self.counters.runner_deaths += self.runners.reap_idle() as u64;
+        let dead = self.runners.reap_idle();
+        self.counters.runner_deaths += dead as u64;
+        for _ in 0..dead {
+            self.metrics.runner_ended("exited_idle");
+        }
         let key = RunnerKey::for_claim(gpu, &claim);
         let book = gpu.and_then(|g| {
             self.ledger
@@ -746,7 +825,10 @@ impl Scheduler {
         let env = book.as_ref().map(pin_env).unwrap_or_default();
         let lease = match self.runners.lease(&key, &job_id, env) {
             Ok(l) => l,
-            Err(f) => return Err((job_id, JobError::new(f.class, f.message))),
+            Err(f) => {
+                failed(&mut self.metrics, f.class);
+                return Err((job_id, JobError::new(f.class, f.message)));
+            }
         };
         let need = ledger::bytes_of(claim.vram_gb_estimate);
         let mut wait = None;
@@ -759,7 +841,10 @@ impl Scheduler {
         tracing::info!(target: "job", job_id = %job_id, "running {} on {} (model {})", claim.task.kind(), engine, claim.model);
         self.jobs.accept(
             &job_id,
-            JobRow::new(&engine, &claim.model, claim.task.kind(), slot, gen),
+            JobRow {
+                origin,
+                ..JobRow::new(&engine, &claim.model, claim.task.kind(), slot, gen)
+            },
         );
         self.leases.insert(
             job_id.clone(),
@@ -824,6 +909,9 @@ impl Scheduler {
                 device_bytes,
             } => {
                 self.counters.loads += 1;
+                if let Some(row) = self.jobs.get(job_id) {
+                    self.metrics.loaded(&row.engine);
+                }
                 if let Some(pid) = self.jobs.get(job_id).and_then(|r| r.runner).map(|r| r.pid) {
                     self.runners.loaded(pid, host_bytes, device_bytes);
                 }
@@ -862,6 +950,8 @@ impl Scheduler {
             RunnerFate::Alive(child) => Some(Some(child)),
             RunnerFate::Dead => {
                 self.counters.runner_deaths += 1;
+                let why = result.as_ref().err().map_or("exited", |e| e.class.as_str());
+                self.metrics.runner_ended(why);
                 Some(None)
             }
             RunnerFate::Unused => None,
@@ -876,12 +966,14 @@ impl Scheduler {
             self.poison.judge(job_id, e);
             tracing::warn!(target: "job", job_id = %job_id, "job failed ({}): {}", e.class.as_str(), e.message);
         }
+        let class = result.as_ref().err().map_or("", |e| e.class.as_str());
         if let Some(u) = self.locals.remove(job_id) {
             let row = self.jobs.finish(job_id);
             self.record(
                 job_id,
                 row.as_ref(),
                 &result.as_ref().map(|_| ()).map_err(|e| e.message.clone()),
+                class,
             );
             let _ = u.send(LocalUpdate::Done(result));
             return;
@@ -901,7 +993,7 @@ impl Scheduler {
                 }
             }
             let outcome = result.as_ref().map(|_| ()).map_err(|e| e.message.clone());
-            self.record(job_id, Some(&row), &outcome);
+            self.record(job_id, Some(&row), &outcome, class);
             self.after_job();
             return;
         }
@@ -915,7 +1007,12 @@ impl Scheduler {
                     None => (None, watch::channel(0).1),
                 };
                 let Some(target) = target else {
-                    self.end_job(job_id, Err("no studio to upload to".into()), false);
+                    self.end_job(
+                        job_id,
+                        Err("no studio to upload to".into()),
+                        false,
+                        "upload",
+                    );
                     return;
                 };
                 let task = tokio::spawn(upload::run(
@@ -934,12 +1031,17 @@ impl Scheduler {
             Ok(JobData::Json(result)) => {
                 self.note_job_end(job_id, &row, false);
                 self.jobs.finish(job_id);
-                self.record(job_id, Some(&row), &Ok(()));
+                self.record(job_id, Some(&row), &Ok(()), "");
                 self.deliver_json(job_id, &row, result, prompt);
             }
             Err(e) => {
                 self.note_job_end(job_id, &row, e.worker_caused());
-                self.end_job(job_id, Err(e.message.clone()), e.retryable());
+                self.end_job(
+                    job_id,
+                    Err(e.message.clone()),
+                    e.retryable(),
+                    e.class.as_str(),
+                );
             }
         }
         self.after_job();
@@ -949,23 +1051,37 @@ impl Scheduler {
         self.tasks.remove(job_id);
         self.status_dirty = true;
         match outcome {
-            Uploaded::Done { ext, bytes } => {
+            Uploaded::Done {
+                ext,
+                bytes,
+                retries,
+            } => {
+                self.metrics.uploads_retried += u64::from(retries);
                 let row = self.jobs.finish(job_id);
-                self.record(job_id, row.as_ref(), &Ok(()));
+                self.record(job_id, row.as_ref(), &Ok(()), "");
                 tracing::info!(target: "job", job_id = %job_id, "completed {job_id} ({bytes} bytes of {ext})");
             }
-            Uploaded::Failed { error, retryable } => self.end_job(job_id, Err(error), retryable),
+            Uploaded::Failed {
+                error,
+                retryable,
+                retries,
+                kept,
+            } => {
+                self.metrics.uploads_retried += u64::from(retries);
+                self.metrics.results_kept += u64::from(kept);
+                self.end_job(job_id, Err(error), retryable, "upload")
+            }
         }
         self.after_job();
     }
 
     /// Ends a held job with a failure (or nothing more to say), telling its
     /// session when it is still live.
-    fn end_job(&mut self, job_id: &str, outcome: Result<(), String>, retryable: bool) {
+    fn end_job(&mut self, job_id: &str, outcome: Result<(), String>, retryable: bool, class: &str) {
         let Some(row) = self.jobs.finish(job_id) else {
             return;
         };
-        self.record(job_id, Some(&row), &outcome);
+        self.record(job_id, Some(&row), &outcome, class);
         let Err(error) = outcome else {
             return;
         };
@@ -1011,7 +1127,10 @@ impl Scheduler {
                     &bytes,
                     self.cfg.results_max_mb * 1024 * 1024,
                 ) {
-                    Ok(p) => format!("result kept at {}", p.display()),
+                    Ok(p) => {
+                        self.metrics.results_kept += 1;
+                        format!("result kept at {}", p.display())
+                    }
                     Err(e) => format!("result lost: {e}"),
                 };
                 tracing::warn!(target: "job", job_id = %job_id, "job {job_id} finished after its session ended; {note}");
@@ -1020,10 +1139,38 @@ impl Scheduler {
     }
 
     /// A finished job in the status's recent list and counters.
-    fn record(&mut self, job_id: &str, row: Option<&JobRow>, outcome: &Result<(), String>) {
+    /// `class`: the failure's error class (empty on success).
+    fn record(
+        &mut self,
+        job_id: &str,
+        row: Option<&JobRow>,
+        outcome: &Result<(), String>,
+        class: &str,
+    ) {
         match outcome {
             Ok(()) => self.counters.completed += 1,
             Err(_) => self.counters.failed += 1,
+        }
+        if let Some(r) = row {
+            let gpu = self.slot_gpu(r.slot);
+            self.metrics.job(metrics::JobEnd {
+                kind: r.kind.as_str(),
+                engine: &r.engine,
+                origin: r.origin,
+                outcome: if outcome.is_ok() {
+                    "completed"
+                } else {
+                    "failed"
+                },
+                reason: class,
+                gpu,
+            });
+            for (phase, took) in r.phase_times() {
+                self.metrics
+                    .observe(r.kind.as_str(), phase.metric_name(), gpu, took);
+            }
+            self.metrics
+                .observe(r.kind.as_str(), "total", gpu, r.accepted_at.elapsed());
         }
         if self.recent.len() == snapshot::RECENT {
             self.recent.pop_front();
@@ -1160,10 +1307,14 @@ impl Scheduler {
         let dead = self.runners.reap_idle();
         if dead > 0 {
             self.counters.runner_deaths += dead as u64;
+            for _ in 0..dead {
+                self.metrics.runner_ended("exited_idle");
+            }
             self.status_dirty = true;
         }
         for (r, child) in self.runners.expired(now) {
             tracing::info!(target: "engine", "stopping idle runner {} for {} (pid {}): unused for model_keep_alive_secs", r.key.engine, r.model, r.pid);
+            self.metrics.unloaded(&r.key.engine);
             stop_runner(*child);
             self.status_dirty = true;
         }
@@ -1198,7 +1349,7 @@ impl Scheduler {
                 "worker shut down before the job finished (drain_timeout_secs = {})",
                 self.cfg.drain_timeout_secs
             );
-            self.end_job(&job_id, Err(error), true);
+            self.end_job(&job_id, Err(error), true, "drain_timeout");
         }
         self.finish_drain();
     }
@@ -1255,6 +1406,12 @@ impl Scheduler {
                         until: wall_clock(until),
                     })
                     .collect(),
+                threshold_gb: self.threshold(i),
+                worker_id: slot.target.as_ref().map(|t| t.worker_id.clone()),
+                heartbeat_age_ms: slot
+                    .last_heartbeat
+                    .map(|t| now.duration_since(t).as_millis() as u64),
+                paused: self.paused(i),
                 ..slot.status.clone()
             })
             .collect();
@@ -1265,6 +1422,7 @@ impl Scheduler {
             update: self.update_state.clone(),
             sessions,
             operator_paused: !self.cfg.auto_enabled,
+            control_paused: self.live_paused,
             draining: self.draining(),
             jobs: self
                 .jobs
@@ -1324,6 +1482,7 @@ impl Scheduler {
                 .collect(),
             recent: self.recent.iter().cloned().collect(),
             counters: self.counters.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 

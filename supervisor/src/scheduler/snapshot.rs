@@ -21,6 +21,10 @@ pub struct Snapshot {
     pub sessions: Vec<SessionStatus>,
     /// Claiming paused by the operator (`disable`).
     pub operator_paused: bool,
+    /// Claiming paused through the running worker (`pause`, until
+    /// `resume`).
+    #[serde(default)]
+    pub control_paused: bool,
     /// Shutting down: no new offers, held jobs finishing.
     pub draining: bool,
     /// Held jobs, oldest first.
@@ -33,6 +37,10 @@ pub struct Snapshot {
     pub recent: Vec<Finished>,
     /// Totals since start.
     pub counters: Counters,
+    /// Labelled totals and duration histograms since start (what
+    /// `/metrics` exports).
+    #[serde(default)]
+    pub metrics: super::metrics::Metrics,
 }
 
 /// How many finished jobs a snapshot keeps.
@@ -47,6 +55,9 @@ pub struct SessionStatus {
     /// GPU index, when the slot has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<u32>,
+    /// The worker id it runs as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
     /// `connecting`, `connected`, `disconnected`, …
     pub state: String,
     /// Since when (RFC 3339).
@@ -61,6 +72,16 @@ pub struct SessionStatus {
     /// Models whose offers it declines after they kept killing runners.
     #[serde(default)]
     pub quarantines: Vec<Quarantine>,
+    /// The largest VRAM estimate (GB) it takes.
+    #[serde(default)]
+    pub threshold_gb: f64,
+    /// Milliseconds since its last heartbeat (none sent yet: absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_age_ms: Option<u64>,
+    /// Offers are rejected `paused` (operator, `pause`, a drain or a
+    /// failure cool-down).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// A pause with its reason and end.

@@ -25,9 +25,21 @@ pub struct UploadEnv {
 /// How an upload ended.
 pub enum Uploaded {
     /// The studio has the result.
-    Done { ext: String, bytes: usize },
+    Done {
+        ext: String,
+        bytes: usize,
+        /// Attempts beyond the first.
+        retries: u32,
+    },
     /// It does not; `error` says where the result was kept.
-    Failed { error: String, retryable: bool },
+    Failed {
+        error: String,
+        retryable: bool,
+        /// Attempts beyond the first.
+        retries: u32,
+        /// The result is on disk.
+        kept: bool,
+    },
 }
 
 /// One upload; `live` is the slot's live session generation, `gen` the one
@@ -55,28 +67,36 @@ pub async fn run(
     })
     .await
     {
-        Ok(()) => {
+        Ok(attempts) => {
             tracing::info!(target: "upload", job_id = %job_id, "uploaded {} bytes of {ext}", data.len());
             Uploaded::Done {
                 ext: ext.clone(),
                 bytes: data.len(),
+                retries: attempts.saturating_sub(1),
             }
         }
         Err(e) => {
-            let kept = match keep_result(
+            let kept = keep_result(
                 &env.results_dir,
                 &job_id,
                 &ext,
                 &data,
                 env.results_max_bytes,
-            ) {
+            );
+            let note = match &kept {
                 Ok(p) => format!("; result kept at {}", p.display()),
                 Err(io) => format!("; could not keep the result either: {io}"),
             };
-            tracing::error!(target: "upload", job_id = %job_id, "{e}{kept}");
+            tracing::error!(target: "upload", job_id = %job_id, "{e}{note}");
+            let retries = match &e {
+                UploadError::Exhausted { attempts, .. } => attempts.saturating_sub(1),
+                UploadError::Refused { .. } => 0,
+            };
             Uploaded::Failed {
-                error: format!("{e}{kept}"),
+                error: format!("{e}{note}"),
                 retryable: !matches!(e, UploadError::Refused { status: 400, .. }),
+                retries,
+                kept: kept.is_ok(),
             }
         }
     };

@@ -177,6 +177,12 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let proving = crate::update::on_start();
     let (sig_tx, mut shutdown) = watch::channel(0u32);
     spawn_signal_watch(sig_tx)?;
+    // The endpoint answers from the start (a health check sees "pending
+    // approval" rather than nothing); its run file goes when `run` ends.
+    let endpoint = crate::control::start(&Config::load(&config_path)?, &config_path).await?;
+    if let Some(e) = &endpoint {
+        e.starting("waiting for credentials (registration or operator approval)");
+    }
     let gpus = crate::gpu::probe();
     let cfg = wait_for_credentials(&config_path, &gpus, &mut shutdown).await?;
     let plans = crate::settings::sessions(&cfg, &gpus)?;
@@ -202,6 +208,9 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         gpus,
         cfg: cfg.clone(),
     });
+    if let Some(e) = &endpoint {
+        e.attach(handle.clone());
+    }
     spawn_config_watch(config_path.clone(), cfg.clone(), handle.clone());
     crate::update::spawn_loop(&cfg, config_path.clone(), handle.clone());
     {
@@ -256,6 +265,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     // is killed with its process group.
     handle.stop().await;
     let _ = task.await;
+    drop(endpoint);
     outcome
 }
 
