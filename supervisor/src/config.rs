@@ -90,6 +90,10 @@ pub struct Config {
     /// Allow a non-loopback `metrics_listen` (then every route needs the
     /// control token).
     pub metrics_allow_remote: bool,
+    /// A fixed control token (a remote Prometheus needs one that survives
+    /// restarts); unset: a fresh random one at each start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_token: Option<Secret>,
     /// Reconnect attempts before giving up; 0 = infinite.
     pub ws_reconnect_attempts: u32,
     /// Model cache root (`~` expanded).
@@ -249,6 +253,7 @@ impl Default for Config {
             auto_update_prerelease: false,
             metrics_listen: DEFAULT_METRICS_LISTEN.into(),
             metrics_allow_remote: false,
+            metrics_token: None,
             ws_reconnect_attempts: 0,
             models_root: PathBuf::from("~/models"),
             engine_runner_path: None,
@@ -355,6 +360,7 @@ impl Config {
     pub fn redacted_toml(&self) -> String {
         let mut c = self.clone();
         let mut secrets = vec![
+            &mut c.metrics_token,
             &mut c.bootstrap_token,
             &mut c.identity.auth_token,
             &mut c.identity.registration_secret,

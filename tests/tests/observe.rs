@@ -274,12 +274,15 @@ async fn a_remote_address_needs_the_flag_and_then_the_token_everywhere() {
 
     let (home, _worker) = start_worker(
         &studio,
-        "metrics_listen = \"0.0.0.0:0\"\nmetrics_allow_remote = true\n",
+        "metrics_listen = \"0.0.0.0:0\"\nmetrics_allow_remote = true\nmetrics_token = \"prom-7c1e5a\"\n",
         &[],
     )
     .await;
     let ep = Endpoint::of(&home).await;
     let token = ep.run.token.clone();
+    assert_eq!(token, "prom-7c1e5a", "a fixed token is used as given");
+    let shown = String::from_utf8_lossy(&home.cli(&["config"]).stdout).into_owned();
+    assert!(!shown.contains("prom-7c1e5a"), "{shown}");
     // Healthy once the worker has taken the studio's welcome.
     until_async("/healthz with the token to say ok", || async {
         (ep.send(reqwest::Method::GET, "/healthz", Some(&token))

@@ -140,7 +140,10 @@ pub async fn start(cfg: &Config, config_path: &Path) -> anyhow::Result<Option<En
         )
     })?;
     let addr = listener.local_addr().context("the endpoint's address")?;
-    let token = crate::register::random_hex(32);
+    let token = match &cfg.metrics_token {
+        Some(t) if !t.is_empty() => t.expose().to_string(),
+        _ => crate::register::random_hex(32),
+    };
     let shared = Arc::new(Shared {
         stage: RwLock::new(Stage::Starting("starting".into())),
         token: token.clone(),
