@@ -159,6 +159,27 @@ async fn healthz_turns_503_in_an_outage_and_200_after_the_reconnect() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_is_503_while_the_worker_waits_for_operator_approval() {
+    let studio = FakeStudio::start().await;
+    let home = WorkerHome::new(&studio.url(), None, "registration_poll_secs = 1\n");
+    let _worker = home.spawn_run(&[]);
+    studio
+        .wait_for(bounds::event(), "an approval request", |e| match e {
+            studio_worker_tests::studio::Event::RegisterRequest(_) => Some(()),
+            _ => None,
+        })
+        .await;
+    let ep = Endpoint::of(&home).await;
+    let (code, body) = ep.get("/healthz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("operator approval"), "{body}");
+    // /metrics answers already: the build, no jobs.
+    let s = ep.scrape().await;
+    assert_eq!(s.sum("studio_worker_build_info", &[]), 1.0);
+    assert_eq!(s.sum(JOBS, &[]), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_and_drain_change_what_the_studio_sees() {
     let studio = FakeStudio::start().await;
     let (home, mut worker) = start_worker(&studio, "", FAULTS).await;

@@ -8,6 +8,9 @@
 //!
 //! 3. `--compare DIR [--rounds R]`: part 2 for this build and the
 //!    `studio-worker` in `DIR`, alternating rounds; medians and their ratio.
+//! 4. `--scrape [--rounds R]`: part 2 with the metrics endpoint off and
+//!    with `/metrics` scraped every 100 ms, alternating rounds; the
+//!    throughput ratio and the scrape latency under that load.
 //!
 //! Run: `cargo build --release --workspace --bins && target/release/e2e-bench [N]`
 
@@ -136,10 +139,40 @@ impl E2e {
 /// `n` synthetic jobs through the fake studio to the `studio-worker` at
 /// `program` (its runners beside it).
 async fn end_to_end(program: &Path, n: usize) -> E2e {
+    end_to_end_with(program, n, false).await.0
+}
+
+/// [`end_to_end`], with `/metrics` scraped every 100 ms during the jobs
+/// (`scrape`; else the endpoint is off); the scrape latencies.
+async fn end_to_end_with(program: &Path, n: usize, scrape: bool) -> (E2e, Vec<Duration>) {
     let studio = FakeStudio::start().await;
     studio.record_frames(false);
-    let (_home, worker) =
-        start_worker_of(program, &studio, "", &[("STUDIO_WORKER_LOG", "warn")]).await;
+    let extra = if scrape {
+        ""
+    } else {
+        "metrics_listen = \"off\"\n"
+    };
+    let (home, worker) =
+        start_worker_of(program, &studio, extra, &[("STUDIO_WORKER_LOG", "warn")]).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scraper = if scrape {
+        let ep = studio_worker_tests::prom::Endpoint::of(&home).await;
+        let stop = stop.clone();
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            let mut took = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tick.tick().await;
+                let t0 = Instant::now();
+                let (status, body) = ep.get("/metrics").await;
+                took.push(t0.elapsed());
+                assert!(status == 200 && body.contains("studio_worker_jobs_total"));
+            }
+            took
+        }))
+    } else {
+        None
+    };
     // Warm-up: spawn the runner and touch both paths.
     studio.feed(vec![
         claim("warm-1", llm("warm up")),
@@ -169,7 +202,12 @@ async fn end_to_end(program: &Path, n: usize) -> E2e {
         .next()
         .map(rss_kib)
         .unwrap_or_default();
-    E2e {
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let scrapes = match scraper {
+        Some(t) => t.await.expect("scraper"),
+        None => Vec::new(),
+    };
+    let e2e = E2e {
         jobs: lat.len(),
         fails: studio.frames("fail").len(),
         elapsed,
@@ -178,7 +216,53 @@ async fn end_to_end(program: &Path, n: usize) -> E2e {
         rss,
         hwm,
         runner,
+    };
+    (e2e, scrapes)
+}
+
+/// `--scrape`: the endpoint off against `/metrics` every 100 ms, in
+/// alternating rounds.
+async fn scrape_cost(n: usize, rounds: usize) {
+    let program = bin("studio-worker");
+    println!(
+        "## Metrics endpoint off vs scraped every 100 ms, alternating rounds ({n} jobs each)\n"
+    );
+    println!("| round | off jobs/s | scraped jobs/s | scrapes | scrape p50 | scrape p99 |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+    let (mut off, mut on, mut all) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let first_scraped = round % 2 == 0;
+        let (x, sx) = end_to_end_with(&program, n, first_scraped).await;
+        let (y, sy) = end_to_end_with(&program, n, !first_scraped).await;
+        let ((o, _), (s, mut lat)) = if first_scraped {
+            ((y, sy), (x, sx))
+        } else {
+            ((x, sx), (y, sy))
+        };
+        assert_eq!(o.fails + s.fails, 0, "no job may fail in a bench");
+        lat.sort();
+        println!(
+            "| {round} | {:.0} | {:.0} | {} | {} | {} |",
+            o.jobs_per_s(),
+            s.jobs_per_s(),
+            lat.len(),
+            ms(percentile(&lat, 0.5)),
+            ms(percentile(&lat, 0.99))
+        );
+        off.push(o.jobs_per_s());
+        on.push(s.jobs_per_s());
+        all.extend(lat);
     }
+    all.sort();
+    let (mo, ms_) = (median(&mut off), median(&mut on));
+    println!(
+        "\nmedian: off {mo:.0} jobs/s, scraped {ms_:.0} jobs/s, ratio scraped/off {:.3}; all {} scrapes: p50 {}, p99 {}, max {}",
+        ms_ / mo,
+        all.len(),
+        ms(percentile(&all, 0.5)),
+        ms(percentile(&all, 0.99)),
+        ms(*all.last().unwrap_or(&Duration::ZERO))
+    );
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -234,18 +318,23 @@ async fn compare(dir: &Path, n: usize, rounds: usize) {
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(2000);
+    let rounds_arg = || {
+        args.iter()
+            .position(|a| a == "--rounds")
+            .and_then(|j| args.get(j + 1))
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(6)
+    };
+    if args.iter().any(|a| a == "--scrape") {
+        scrape_cost(n, rounds_arg()).await;
+        return;
+    }
     if let Some(i) = args.iter().position(|a| a == "--compare") {
         let Some(dir) = args.get(i + 1) else {
             eprintln!("usage: e2e-bench [N] [--compare DIR [--rounds R]]");
             std::process::exit(2);
         };
-        let rounds = args
-            .iter()
-            .position(|a| a == "--rounds")
-            .and_then(|j| args.get(j + 1))
-            .and_then(|r| r.parse().ok())
-            .unwrap_or(6);
-        compare(Path::new(dir), n, rounds).await;
+        compare(Path::new(dir), n, rounds_arg()).await;
         return;
     }
 
