@@ -126,6 +126,53 @@ async fn metrics_move_by_exactly_what_happened() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpu_series_and_a_retried_upload_are_exported() {
+    let studio = FakeStudio::start().await;
+    let (home, _worker) = start_worker(
+        &studio,
+        "vram_threshold_gb = 12.0\n",
+        &[("STUDIO_WORKER_FAKE_GPUS", "24")],
+    )
+    .await;
+    let ep = Endpoint::of(&home).await;
+    let before = ep.scrape().await;
+    let status = ep.status().await;
+    let total = status["gpus"][0]["totalBytes"].as_f64().unwrap();
+    assert!(total > 0.0);
+    let gpu0 = [("gpu", "0")];
+    assert_eq!(
+        before.sum("studio_worker_gpu_memory_total_bytes", &gpu0),
+        total
+    );
+    assert_eq!(before.sum("studio_worker_gpu_threshold_bytes", &gpu0), 12e9);
+    assert_eq!(
+        before.sum("studio_worker_session_up", &[("slot", "0"), ("gpu", "0")]),
+        1.0
+    );
+    // One upload answered 503 first: one retry, then delivered.
+    studio.fail_uploads_with(&[503]);
+    studio.offer(claim("retried", image(16, 16, "png")));
+    studio.wait_upload("retried").await;
+    let after = until_async("the retried job to end", || async {
+        let s = ep.scrape().await;
+        (s.delta(&before, JOBS, &[("outcome", "completed")]) == 1.0).then_some(s)
+    })
+    .await;
+    assert_eq!(
+        after.delta(&before, "studio_worker_uploads_retried_total", &[]),
+        1.0
+    );
+    assert_eq!(
+        after.delta(&before, JOBS, &[("gpu", "0"), ("kind", "image")]),
+        1.0
+    );
+    assert_eq!(
+        after.delta(&before, PHASES, &[("gpu", "0"), ("phase", "upload")]),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_turns_503_in_an_outage_and_200_after_the_reconnect() {
     let studio = FakeStudio::start().await;
     let (home, _worker) = start_worker(&studio, "", &[]).await;
