@@ -37,6 +37,16 @@ async fn until_async<T, F: Future<Output = Option<T>>>(
     }
 }
 
+/// A scrape once the worker has taken the studio's welcome (the fake
+/// studio counts a session a moment before the worker records it).
+async fn connected_scrape(ep: &Endpoint) -> Scrape {
+    until_async("the session to be up in /metrics", || async {
+        let s = ep.scrape().await;
+        (s.sum("studio_worker_session_up", &[]) == 1.0).then_some(s)
+    })
+    .await
+}
+
 const JOBS: &str = "studio_worker_jobs_total";
 const PHASES: &str = "studio_worker_job_phase_duration_seconds_count";
 
@@ -45,7 +55,7 @@ async fn metrics_move_by_exactly_what_happened() {
     let studio = FakeStudio::start().await;
     let (home, _worker) = start_worker(&studio, FAST, FAULTS).await;
     let ep = Endpoint::of(&home).await;
-    let before = ep.scrape().await;
+    let before = connected_scrape(&ep).await;
     assert_eq!(before.types["studio_worker_jobs"], "counter");
     assert_eq!(
         before.types["studio_worker_job_phase_duration_seconds"],
@@ -135,7 +145,7 @@ async fn gpu_series_and_a_retried_upload_are_exported() {
     )
     .await;
     let ep = Endpoint::of(&home).await;
-    let before = ep.scrape().await;
+    let before = connected_scrape(&ep).await;
     let status = ep.status().await;
     let total = status["gpus"][0]["totalBytes"].as_f64().unwrap();
     assert!(total > 0.0);
