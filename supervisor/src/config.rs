@@ -94,6 +94,17 @@ pub struct Config {
     /// restarts); unset: a fresh random one at each start.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_token: Option<Secret>,
+    /// Where `run` serves the local OpenAI-compatible API (`host:port`,
+    /// e.g. `127.0.0.1:11435`; `off`).
+    pub local_api_listen: String,
+    /// Allow a non-loopback `local_api_listen`.
+    pub local_api_allow_remote: bool,
+    /// A fixed API token; unset: the one generated once into
+    /// `<config>.local-api-token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_api_token: Option<Secret>,
+    /// Local requests that may wait while the GPU is busy.
+    pub local_api_queue: usize,
     /// Reconnect attempts before giving up; 0 = infinite.
     pub ws_reconnect_attempts: u32,
     /// Model cache root (`~` expanded).
@@ -254,6 +265,10 @@ impl Default for Config {
             metrics_listen: DEFAULT_METRICS_LISTEN.into(),
             metrics_allow_remote: false,
             metrics_token: None,
+            local_api_listen: "off".into(),
+            local_api_allow_remote: false,
+            local_api_token: None,
+            local_api_queue: 8,
             ws_reconnect_attempts: 0,
             models_root: PathBuf::from("~/models"),
             engine_runner_path: None,
@@ -361,6 +376,7 @@ impl Config {
         let mut c = self.clone();
         let mut secrets = vec![
             &mut c.metrics_token,
+            &mut c.local_api_token,
             &mut c.bootstrap_token,
             &mut c.identity.auth_token,
             &mut c.identity.registration_secret,

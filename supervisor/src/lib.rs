@@ -14,6 +14,7 @@ pub mod failure;
 pub mod fetch;
 pub mod gpu;
 pub mod jobs;
+pub mod local_api;
 pub mod local_job;
 pub mod logging;
 pub mod logship;

@@ -180,6 +180,7 @@ pub async fn run(cfg: &Config, args: JobArgs) -> anyhow::Result<()> {
                 }
                 LocalUpdate::Event(RunEvent::Downloading { done, total }) => bar.show(done, total),
                 LocalUpdate::Event(_) => {}
+                LocalUpdate::QueueFull => bail!("the worker's local queue is full"),
                 LocalUpdate::Done(r) => {
                     result = Some(r);
                     break;

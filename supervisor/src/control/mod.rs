@@ -41,6 +41,9 @@ pub struct RunFile {
     pub addr: String,
     /// The bearer token for the control routes.
     pub token: String,
+    /// `host:port` of the local OpenAI-compatible API, when it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_api: Option<String>,
 }
 
 /// `<config>.run.json` beside the config file.
@@ -94,6 +97,21 @@ impl Endpoint {
     pub fn attach(&self, handle: Handle) {
         if let Ok(mut s) = self.shared.stage.write() {
             *s = Stage::Running(handle);
+        }
+    }
+
+    /// Records the local API's address in the run file.
+    pub fn note_local_api(&self, addr: SocketAddr) {
+        let run = RunFile {
+            pid: std::process::id(),
+            addr: self.addr.to_string(),
+            token: self.shared.token.clone(),
+            local_api: Some(addr.to_string()),
+        };
+        if let Ok(bytes) = serde_json::to_vec_pretty(&run) {
+            if let Err(e) = write_private(&self.run_file, &bytes) {
+                tracing::warn!(target: "worker", "run file: {e:#}");
+            }
         }
     }
 
@@ -156,6 +174,7 @@ pub async fn start(cfg: &Config, config_path: &Path) -> anyhow::Result<Option<En
             pid: std::process::id(),
             addr: addr.to_string(),
             token,
+            local_api: None,
         })?,
     )?;
     let app = Router::new()
@@ -181,7 +200,7 @@ pub async fn start(cfg: &Config, config_path: &Path) -> anyhow::Result<Option<En
 }
 
 /// Writes `bytes` to `path` readable by this user only, atomically.
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut open = std::fs::OpenOptions::new();

@@ -190,11 +190,12 @@ impl JobTable {
             .any(|r| r.slot == slot && r.phase != JobPhase::Uploading)
     }
 
-    /// The job heartbeats of `slot` report (its oldest held).
+    /// The studio job heartbeats of `slot` report (its oldest held; local
+    /// jobs are not the studio's business).
     pub fn current(&self, slot: usize) -> Option<&str> {
         self.rows
             .iter()
-            .filter(|(_, r)| r.slot == slot)
+            .filter(|(_, r)| r.slot == slot && r.origin != "local")
             .min_by_key(|(_, r)| r.accepted_at)
             .map(|(id, _)| id.as_str())
     }

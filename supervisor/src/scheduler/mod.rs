@@ -71,10 +71,13 @@ pub enum Event {
         gen: u64,
         raw: serde_json::Value,
     },
-    /// A job from `studio-worker job`; updates go to `updates`.
+    /// A job from `studio-worker job` or the local API; updates go to
+    /// `updates`. With `queue`, it waits behind at most that many others
+    /// while the GPU is busy.
     Local {
         claim: Box<JobOfferClaim>,
         updates: mpsc::UnboundedSender<LocalUpdate>,
+        queue: Option<usize>,
     },
     /// A session of `slot` was welcomed; frames for it go to `outbox`.
     SessionUp {
@@ -136,10 +139,12 @@ pub enum Outbound {
     Close,
 }
 
-/// What `studio-worker job` hears about its job.
+/// What `studio-worker job` (or a local API request) hears about its job.
 pub enum LocalUpdate {
     /// Progress of the job.
     Event(RunEvent),
+    /// Not taken: the local queue is full.
+    QueueFull,
     /// The end.
     Done(Result<JobData, JobError>),
 }
@@ -181,10 +186,23 @@ impl Handle {
 
     /// Submits a local job.
     pub fn submit_local(&self, claim: JobOfferClaim) -> mpsc::UnboundedReceiver<LocalUpdate> {
+        self.submit_local_queued(claim, None)
+    }
+
+    /// [`Handle::submit_local`] that waits its turn while the GPU is busy,
+    /// behind at most `queue` others (`None`: fail at once when busy);
+    /// a full queue answers [`LocalUpdate::QueueFull`]. Dropping the
+    /// receiver while it waits takes it out of the queue.
+    pub fn submit_local_queued(
+        &self,
+        claim: JobOfferClaim,
+        queue: Option<usize>,
+    ) -> mpsc::UnboundedReceiver<LocalUpdate> {
         let (updates, rx) = mpsc::unbounded_channel();
         self.send(Event::Local {
             claim: Box::new(claim),
             updates,
+            queue,
         });
         rx
     }
@@ -288,6 +306,8 @@ pub struct Scheduler {
     metrics: metrics::Metrics,
     /// Paused through the control endpoint (`pause`).
     live_paused: bool,
+    /// Local API requests waiting for the GPU, oldest first.
+    local_queue: VecDeque<(JobOfferClaim, mpsc::UnboundedSender<LocalUpdate>)>,
     status_path: Option<PathBuf>,
     status_dirty: bool,
     /// Holding offers for an update; answered once idle.
@@ -373,6 +393,7 @@ pub fn start(setup: Setup) -> (Handle, watch::Receiver<Life>, tokio::task::JoinH
         counters: Counters::default(),
         metrics: metrics::Metrics::default(),
         live_paused: false,
+        local_queue: VecDeque::new(),
         status_path: setup.status_path,
         status_dirty: true,
         cfg,
@@ -415,7 +436,11 @@ impl Scheduler {
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::Offer { slot, gen, raw } => self.on_offer(slot, gen, &raw),
-            Event::Local { claim, updates } => self.on_local(*claim, updates),
+            Event::Local {
+                claim,
+                updates,
+                queue,
+            } => self.on_local(*claim, updates, queue),
             Event::SessionUp { slot, gen, outbox } => self.on_session_up(slot, gen, outbox),
             Event::SessionDown { slot, gen } => self.on_session_down(slot, gen),
             Event::SessionState {
@@ -721,8 +746,30 @@ impl Scheduler {
         });
     }
 
-    fn on_local(&mut self, claim: JobOfferClaim, updates: mpsc::UnboundedSender<LocalUpdate>) {
+    fn on_local(
+        &mut self,
+        claim: JobOfferClaim,
+        updates: mpsc::UnboundedSender<LocalUpdate>,
+        queue: Option<usize>,
+    ) {
         let slot = 0;
+        if let Some(cap) = queue {
+            self.local_queue.retain(|(_, u)| !u.is_closed());
+            if self.jobs.busy(slot) || !self.local_queue.is_empty() || self.draining() {
+                if self.draining() {
+                    let _ = updates.send(LocalUpdate::Done(Err(JobError::new(
+                        studio_protocol::runner::ErrorClass::EngineUnavailable,
+                        "the worker is shutting down",
+                    ))));
+                } else if self.local_queue.len() >= cap {
+                    let _ = updates.send(LocalUpdate::QueueFull);
+                } else {
+                    self.local_queue.push_back((claim, updates));
+                    self.status_dirty = true;
+                }
+                return;
+            }
+        }
         if self.jobs.busy(slot) {
             let _ = updates.send(LocalUpdate::Done(Err(JobError::new(
                 studio_protocol::runner::ErrorClass::Engine,
@@ -739,6 +786,22 @@ impl Scheduler {
             self.counters.failed += 1;
             if let Some(u) = self.locals.remove(&job_id) {
                 let _ = u.send(LocalUpdate::Done(Err(e)));
+            }
+            // It never took the GPU: the next queued request may.
+            self.next_local();
+        }
+    }
+
+    /// Starts the next queued local request whose client still waits,
+    /// when the GPU is free.
+    fn next_local(&mut self) {
+        while !self.jobs.busy(0) && !self.draining() {
+            let Some((claim, updates)) = self.local_queue.pop_front() else {
+                return;
+            };
+            if !updates.is_closed() {
+                self.on_local(claim, updates, None);
+                return;
             }
         }
     }
@@ -782,10 +845,10 @@ impl Scheduler {
         let job_id = claim.job_id.clone();
         self.counters.accepted += 1;
         let engine = claim.model_source.engine.as_str().to_string();
-        let origin = if trust.local_files {
-            "local"
-        } else if gen == 0 {
+        let origin = if trust.preload {
             "pinned"
+        } else if trust.local_files {
+            "local"
         } else {
             "studio"
         };
@@ -976,6 +1039,8 @@ impl Scheduler {
                 class,
             );
             let _ = u.send(LocalUpdate::Done(result));
+            // The GPU is free: a queued local request, a drain's end.
+            self.after_job();
             return;
         }
         let Some(row) = self.jobs.get(job_id).cloned() else {
@@ -1194,9 +1259,18 @@ impl Scheduler {
     /// After a job ended or freed its slot: a drain may be over, or a
     /// pinned model may load.
     fn after_job(&mut self) {
+        if self.draining() {
+            for (_, u) in self.local_queue.drain(..) {
+                let _ = u.send(LocalUpdate::Done(Err(JobError::new(
+                    studio_protocol::runner::ErrorClass::EngineUnavailable,
+                    "the worker is shutting down",
+                ))));
+            }
+        }
         if self.draining() && self.jobs.is_empty() {
             self.finish_drain();
         }
+        self.next_local();
         if self.jobs.is_empty() {
             if let Some(reply) = self.update_hold.as_mut().and_then(Option::take) {
                 let _ = reply.send(());
@@ -1423,6 +1497,11 @@ impl Scheduler {
             sessions,
             operator_paused: !self.cfg.auto_enabled,
             control_paused: self.live_paused,
+            local_queue: self
+                .local_queue
+                .iter()
+                .filter(|(_, u)| !u.is_closed())
+                .count(),
             draining: self.draining(),
             jobs: self
                 .jobs

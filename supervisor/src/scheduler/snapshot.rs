@@ -29,6 +29,9 @@ pub struct Snapshot {
     pub draining: bool,
     /// Held jobs, oldest first.
     pub jobs: Vec<JobStatus>,
+    /// Local API requests waiting for the GPU.
+    #[serde(default)]
+    pub local_queue: usize,
     /// Live runners, one per loaded model.
     pub runners: Vec<RunnerStatus>,
     /// The GPU memory ledger, per GPU.

@@ -211,6 +211,10 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     if let Some(e) = &endpoint {
         e.attach(handle.clone());
     }
+    let local_api = crate::local_api::start(&cfg, &config_path, handle.clone()).await?;
+    if let (Some(e), Some(api)) = (&endpoint, &local_api) {
+        e.note_local_api(api.addr);
+    }
     spawn_config_watch(config_path.clone(), cfg.clone(), handle.clone());
     crate::update::spawn_loop(&cfg, config_path.clone(), handle.clone());
     {
@@ -265,6 +269,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     // is killed with its process group.
     handle.stop().await;
     let _ = task.await;
+    drop(local_api);
     drop(endpoint);
     outcome
 }

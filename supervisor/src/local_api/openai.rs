@@ -1,0 +1,254 @@
+//! OpenAI request shapes and their mapping onto studio tasks, and the
+//! answers back. Pure.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use studio_protocol::studio::{ChatMessage, ImageTask, LlmTask};
+
+/// A message's content: a string, or parts of which the text ones count.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    /// Plain text.
+    Text(String),
+    /// `[{ "type": "text", "text": … }, …]`.
+    Parts(Vec<Value>),
+}
+
+/// One chat message.
+#[derive(Debug, Deserialize)]
+pub struct Message {
+    /// `system`, `user`, `assistant`, …
+    pub role: String,
+    /// Its content (absent on some assistant turns).
+    #[serde(default)]
+    pub content: Option<Content>,
+}
+
+/// `stop`: a string or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    /// One stop string.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+/// `POST /v1/chat/completions`.
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    /// Model id (`GET /v1/models`).
+    pub model: String,
+    /// The conversation.
+    pub messages: Vec<Message>,
+    /// Generation budget (legacy name).
+    pub max_tokens: Option<u32>,
+    /// Generation budget.
+    pub max_completion_tokens: Option<u32>,
+    /// Sampling temperature.
+    pub temperature: Option<f64>,
+    /// Nucleus sampling.
+    pub top_p: Option<f64>,
+    /// Seed.
+    pub seed: Option<u64>,
+    /// Stop strings.
+    pub stop: Option<Stop>,
+    /// `{"type": "json_schema", "json_schema": {"schema": …}}` or
+    /// `{"type": "json_object"}` or `{"type": "text"}`.
+    pub response_format: Option<Value>,
+    /// Streamed answer.
+    pub stream: Option<bool>,
+}
+
+impl ChatRequest {
+    /// The llm task; the error names what is wrong.
+    pub fn task(&self) -> Result<LlmTask, String> {
+        if self.messages.is_empty() {
+            return Err("messages must hold at least one message".into());
+        }
+        let messages = self
+            .messages
+            .iter()
+            .map(|m| ChatMessage {
+                role: m.role.clone(),
+                content: match &m.content {
+                    Some(Content::Text(t)) => t.clone(),
+                    Some(Content::Parts(parts)) => parts
+                        .iter()
+                        .filter(|p| p["type"] == "text")
+                        .filter_map(|p| p["text"].as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    None => String::new(),
+                },
+            })
+            .collect();
+        let json_schema = match &self.response_format {
+            None => None,
+            Some(f) => match f["type"].as_str() {
+                Some("text") => None,
+                Some("json_schema") => Some(
+                    f["json_schema"]["schema"]
+                        .as_object()
+                        .map(|o| Value::Object(o.clone()))
+                        .ok_or(
+                            "response_format json_schema needs json_schema.schema (an object)",
+                        )?,
+                ),
+                Some("json_object") => Some(json!({"type": "object"})),
+                other => return Err(format!(
+                    "response_format type {other:?} is not one of text, json_object, json_schema"
+                )),
+            },
+        };
+        Ok(LlmTask {
+            messages,
+            max_tokens: self.max_completion_tokens.or(self.max_tokens),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
+            stop: self.stop.as_ref().map(|s| match s {
+                Stop::One(x) => vec![x.clone()],
+                Stop::Many(v) => v.clone(),
+            }),
+            json_schema,
+            ..Default::default()
+        })
+    }
+}
+
+/// The engine's `chat.completion` with this request's id, model and time.
+pub fn completion(mut result: Value, id: &str, model: &str, created: u64) -> Value {
+    if let Some(o) = result.as_object_mut() {
+        o.insert("id".into(), id.into());
+        o.insert("object".into(), "chat.completion".into());
+        o.insert("model".into(), model.into());
+        o.insert("created".into(), created.into());
+        if !o.contains_key("usage") {
+            o.insert(
+                "usage".into(),
+                json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}),
+            );
+        }
+    }
+    result
+}
+
+/// `POST /v1/images/generations`.
+#[derive(Debug, Deserialize)]
+pub struct ImagesRequest {
+    /// What to draw.
+    pub prompt: String,
+    /// Model id (default `synthetic`).
+    pub model: Option<String>,
+    /// How many (1–10).
+    pub n: Option<u32>,
+    /// `WIDTHxHEIGHT`.
+    pub size: Option<String>,
+    /// Only `b64_json`.
+    pub response_format: Option<String>,
+    /// Seed (an extension); image i gets seed + i.
+    pub seed: Option<u64>,
+    /// Output format (`png`, `jpeg`, `webp`).
+    pub output_format: Option<String>,
+}
+
+impl ImagesRequest {
+    /// One image task per requested image, and the model.
+    pub fn tasks(&self) -> Result<(Vec<ImageTask>, String), String> {
+        if let Some(f) = self.response_format.as_deref().filter(|f| *f != "b64_json") {
+            return Err(format!(
+                "response_format `{f}` is not served: this worker answers b64_json only"
+            ));
+        }
+        let n = self.n.unwrap_or(1);
+        if !(1..=10).contains(&n) {
+            return Err(format!("n must be 1 to 10, not {n}"));
+        }
+        let (width, height) = match self.size.as_deref() {
+            None | Some("auto") => (None, None),
+            Some(s) => {
+                let (w, h) = s
+                    .split_once('x')
+                    .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+                    .filter(|(w, h)| *w > 0 && *h > 0)
+                    .ok_or_else(|| format!("size `{s}` is not WIDTHxHEIGHT"))?;
+                (Some(w), Some(h))
+            }
+        };
+        let ext = match self.output_format.as_deref() {
+            None => "png".to_string(),
+            Some(f @ ("png" | "webp")) => f.to_string(),
+            Some("jpeg" | "jpg") => "jpg".to_string(),
+            Some(f) => return Err(format!("output_format `{f}` is not png, jpeg or webp")),
+        };
+        let tasks = (0..n)
+            .map(|i| ImageTask {
+                prompt: self.prompt.clone(),
+                width,
+                height,
+                seed: self.seed.map(|s| s + u64::from(i)),
+                ext: Some(ext.clone()),
+                ..Default::default()
+            })
+            .collect();
+        Ok((
+            tasks,
+            self.model.clone().unwrap_or_else(|| "synthetic".into()),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chat_request_becomes_an_llm_task() {
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {}}]}
+            ],
+            "max_tokens": 9, "max_completion_tokens": 7, "stop": "END", "seed": 3,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+        }))
+        .unwrap();
+        let t = req.task().unwrap();
+        assert_eq!(t.messages[1].content, "hi");
+        assert_eq!(t.max_tokens, Some(7));
+        assert_eq!(t.stop, Some(vec!["END".to_string()]));
+        assert_eq!(t.json_schema, Some(json!({"type": "object"})));
+        let bad: ChatRequest = serde_json::from_value(
+            json!({"model": "m", "messages": [], "response_format": {"type": "xml"}}),
+        )
+        .unwrap();
+        assert!(bad.task().unwrap_err().contains("at least one"));
+    }
+
+    #[test]
+    fn image_sizes_and_counts_are_checked() {
+        let req: ImagesRequest =
+            serde_json::from_value(json!({"prompt": "p", "n": 2, "size": "64x32", "seed": 5}))
+                .unwrap();
+        let (tasks, model) = req.tasks().unwrap();
+        assert_eq!(model, "synthetic");
+        assert_eq!(
+            (tasks[1].width, tasks[1].height, tasks[1].seed),
+            (Some(64), Some(32), Some(6))
+        );
+        for (body, why) in [
+            (json!({"prompt": "p", "size": "big"}), "WIDTHxHEIGHT"),
+            (json!({"prompt": "p", "n": 11}), "1 to 10"),
+            (
+                json!({"prompt": "p", "response_format": "url"}),
+                "b64_json only",
+            ),
+        ] {
+            let r: ImagesRequest = serde_json::from_value(body).unwrap();
+            assert!(r.tasks().unwrap_err().contains(why));
+        }
+    }
+}

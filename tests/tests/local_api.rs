@@ -1,0 +1,255 @@
+//! The local OpenAI-compatible API, driven by the official `openai` Python
+//! client (PyPI `openai`), against a worker that also holds a studio
+//! session: models, chat (synthetic and a real llama.cpp model, with stop
+//! strings and a JSON schema), images, the token, and sharing the GPU
+//! with studio jobs (a local request waits for a studio job; a full queue
+//! answers 503; a studio offer during a local job is rejected `busy`).
+
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+use studio_worker_tests::bounds;
+use studio_worker_tests::claims::{claim, claim_with, image};
+use studio_worker_tests::models;
+use studio_worker_tests::proc::{Gate, WorkerHome};
+use studio_worker_tests::start_worker;
+use studio_worker_tests::studio::FakeStudio;
+
+const API: &str = "local_api_listen = \"127.0.0.1:0\"\n";
+
+/// The API's base URL and token for the worker running in `home`.
+async fn api_of(home: &WorkerHome) -> (String, String) {
+    let config = home.config();
+    let addr = bounds::until("the local API in the run file", bounds::event(), || {
+        studio_worker::control::read_run_file(&config)?.local_api
+    })
+    .await;
+    let token = std::fs::read_to_string(studio_worker::local_api::token_path(&config))
+        .expect("the token file")
+        .trim()
+        .to_string();
+    (format!("http://{addr}/v1"), token)
+}
+
+/// Starts `script` (Python, with `openai` importable and the client
+/// pointed at `api`); it prints one JSON value.
+fn python(api: &(String, String), script: &str) -> std::process::Child {
+    Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .env("PYTHONPATH", models::path(models::OPENAI))
+        .env("OPENAI_BASE_URL", &api.0)
+        .env("OPENAI_API_KEY", &api.1)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs")
+}
+
+/// Waits for a [`python`] child off the runtime and reads its JSON.
+async fn answer(child: std::process::Child) -> Value {
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("python ends");
+    assert!(
+        out.status.success(),
+        "python failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_client_lists_models_chats_and_draws() {
+    let studio = FakeStudio::start().await;
+    let (home, _worker) = start_worker(&studio, API, &[]).await;
+    let api = api_of(&home).await;
+    let out_dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        r#"
+import base64, json, os, openai
+c = openai.OpenAI()
+out = {{"models": [m.id for m in c.models.list()]}}
+r = c.chat.completions.create(model="synthetic", messages=[{{"role": "system", "content": "be brief"}}, {{"role": "user", "content": "Tell me about golems."}}], max_tokens=16)
+out["object"] = r.object
+out["content"] = r.choices[0].message.content
+out["finish"] = r.choices[0].finish_reason
+out["id"] = r.id
+imgs = c.images.generate(model="synthetic", prompt="a fox", size="48x32", n=2, response_format="b64_json")
+for i, d in enumerate(imgs.data):
+    open(os.path.join({dir:?}, f"{{i}}.png"), "wb").write(base64.b64decode(d.b64_json))
+out["images"] = len(imgs.data)
+try:
+    openai.OpenAI(api_key="not-the-token").models.list()
+    out["wrong_token"] = "accepted"
+except openai.AuthenticationError as e:
+    out["wrong_token"] = e.status_code
+try:
+    c.chat.completions.create(model="no-such-model", messages=[{{"role": "user", "content": "hi"}}])
+except openai.NotFoundError as e:
+    out["unknown_model"] = e.status_code
+print(json.dumps(out))
+"#,
+        dir = out_dir.path().display().to_string()
+    );
+    let out = answer(python(&api, &script)).await;
+    assert_eq!(out["models"], json!(["synthetic"]), "{out}");
+    assert_eq!(out["object"], "chat.completion");
+    assert!(!out["content"].as_str().unwrap().is_empty(), "{out}");
+    assert!(
+        out["id"].as_str().unwrap().starts_with("chatcmpl-api-"),
+        "{out}"
+    );
+    assert_eq!(out["images"], 2);
+    for i in 0..2 {
+        let img = image::open(out_dir.path().join(format!("{i}.png"))).expect("a PNG");
+        assert_eq!((img.width(), img.height()), (48, 32));
+    }
+    assert_eq!(out["wrong_token"], 401);
+    assert_eq!(out["unknown_model"], 404);
+    // Local jobs are counted as such, and never reach the studio.
+    assert!(studio.frames("completeJson").is_empty());
+    assert!(studio.uploads().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_llama_model_answers_with_stop_strings_and_a_json_schema() {
+    let studio = FakeStudio::start().await;
+    let config = format!(
+        "{API}[[models]]\nname = \"smol\"\nengine = \"llama-cpp\"\nfiles = [{{ role = \"model\", path = \"{}\" }}]\n",
+        models::path(models::GGUF).display()
+    );
+    let (home, _worker) = start_worker(&studio, &config, &[]).await;
+    let api = api_of(&home).await;
+    let script = r#"
+import json, openai
+c = openai.OpenAI()
+out = {"models": [m.id for m in c.models.list()]}
+r = c.chat.completions.create(model="smol", messages=[{"role": "user", "content": "Count from one to ten in words, separated by commas."}], max_tokens=40, temperature=0, stop=["five"])
+out["stopped"] = r.choices[0].message.content
+out["usage"] = r.usage.completion_tokens
+schema = {"type": "object", "properties": {"city": {"type": "string"}, "country": {"type": "string"}}, "required": ["city", "country"], "additionalProperties": False}
+r = c.chat.completions.create(model="smol", messages=[{"role": "user", "content": "Name a city and its country."}], max_tokens=60, temperature=0,
+    response_format={"type": "json_schema", "json_schema": {"name": "place", "schema": schema, "strict": True}})
+out["json"] = json.loads(r.choices[0].message.content)
+print(json.dumps(out))
+"#;
+    let out = tokio::time::timeout(bounds::engine_work(), answer(python(&api, script)))
+        .await
+        .expect("the llama answers in time");
+    assert_eq!(out["models"], json!(["synthetic", "smol"]), "{out}");
+    let stopped = out["stopped"].as_str().unwrap().to_lowercase();
+    assert!(
+        !stopped.contains("five") && !stopped.contains("six"),
+        "{stopped}"
+    );
+    assert!(out["usage"].as_u64().unwrap() > 0, "{out}");
+    let place = &out["json"];
+    assert!(
+        place["city"].is_string() && place["country"].is_string(),
+        "{place}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_requests_wait_for_a_studio_job_and_a_full_queue_answers_503() {
+    let studio = FakeStudio::start().await;
+    let (home, _worker) = start_worker(
+        &studio,
+        &format!("{API}local_api_queue = 1\n"),
+        &[("STUDIO_WORKER_FAULT_INJECTION", "1")],
+    )
+    .await;
+    let api = api_of(&home).await;
+    let gate = Gate::new();
+    studio.offer(claim_with(
+        "studio-long",
+        &gate.model(),
+        image(16, 16, "png"),
+    ));
+    gate.started().await;
+    // The first request waits in the queue…
+    let waiting = python(
+        &api,
+        r#"
+import json, openai
+r = openai.OpenAI().chat.completions.create(model="synthetic", messages=[{"role": "user", "content": "hello"}], max_tokens=8)
+print(json.dumps({"content": r.choices[0].message.content}))
+"#,
+    );
+    let queued = bounds::until("the request to be queued", bounds::event(), || {
+        let s: Value = serde_json::from_str(
+            &std::fs::read_to_string(studio_worker::state::status_path_for(&home.config())).ok()?,
+        )
+        .ok()?;
+        (s["localQueue"].as_u64()? == 1).then_some(())
+    });
+    queued.await;
+    // …a second finds the queue full.
+    let full = answer(python(
+        &api,
+        r#"
+import json, openai
+try:
+    openai.OpenAI(max_retries=0).chat.completions.create(model="synthetic", messages=[{"role": "user", "content": "hi"}])
+    print(json.dumps({"status": 200}))
+except openai.APIStatusError as e:
+    print(json.dumps({"status": e.status_code, "retry_after": e.response.headers.get("retry-after"), "code": e.body.get("code") if isinstance(e.body, dict) else None}))
+"#,
+    ))
+    .await;
+    assert_eq!(full["status"], 503, "{full}");
+    assert_eq!(full["retry_after"], "5", "{full}");
+    assert_eq!(full["code"], "queue_full", "{full}");
+    gate.open();
+    studio.wait_upload("studio-long").await;
+    let done = answer(waiting).await;
+    assert!(!done["content"].as_str().unwrap().is_empty(), "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_studio_offer_during_a_local_job_is_rejected_busy() {
+    let studio = FakeStudio::start().await;
+    let gate = Gate::new();
+    // A named model that is a fault: its jobs wait at the gate.
+    let config = format!(
+        "{API}[[models]]\nname = \"{}\"\nengine = \"synthetic\"\nfiles = []\n",
+        gate.model()
+    );
+    let (home, _worker) =
+        start_worker(&studio, &config, &[("STUDIO_WORKER_FAULT_INJECTION", "1")]).await;
+    let api = api_of(&home).await;
+    let local = python(
+        &api,
+        &format!(
+            r#"
+import json, openai
+r = openai.OpenAI().chat.completions.create(model={:?}, messages=[{{"role": "user", "content": "hi"}}], max_tokens=8)
+print(json.dumps({{"content": r.choices[0].message.content}}))
+"#,
+            gate.model()
+        ),
+    );
+    gate.started().await;
+    let mark = studio.mark();
+    studio.offer(claim("studio-1", image(8, 8, "png")));
+    assert_eq!(
+        studio.wait_frame("reject", "studio-1").await["code"],
+        "busy"
+    );
+    // The heartbeat never names the local job.
+    let hb = studio.wait_heartbeat(mark, true).await;
+    assert!(hb["currentJobId"].is_null(), "{hb}");
+    gate.open();
+    let done = answer(local).await;
+    assert!(!done["content"].as_str().unwrap().is_empty(), "{done}");
+    studio.offer(claim("studio-2", image(8, 8, "png")));
+    studio.wait_upload("studio-2").await;
+}
