@@ -136,6 +136,11 @@ impl<'a> TextOut<'a> {
         self.stopped
     }
 
+    /// The reply so far (whole characters only).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// The reply (a trailing incomplete character is replaced).
     pub fn finish(mut self) -> String {
         if !self.stopped && !self.pending.is_empty() {

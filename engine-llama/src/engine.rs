@@ -243,6 +243,7 @@ impl Llama {
             let room = n_ctx as usize - tokens.len();
             let budget = (max_tokens as usize).min(room);
             let mut text_out = chat::TextOut::new(&stops);
+            let mut deltas = engine_runner::engine::Deltas::new(&stops);
             let mut generated = 0usize;
             let mut last_report = Instant::now();
             let mut finish = "length";
@@ -265,6 +266,12 @@ impl Llama {
                     finish = "stop";
                     break;
                 }
+                deltas.push(text_out.text(), report);
+                if report.cancelled() {
+                    // The client went away: end here, with what there is.
+                    finish = "stop";
+                    break;
+                }
                 if generated == budget {
                     break;
                 }
@@ -279,6 +286,7 @@ impl Llama {
             }
             report.progress(Phase::Running, generated as u64, budget as u64);
             let text = text_out.finish();
+            deltas.finish(&text, report);
             let (reasoning, content) = chat::split_think(&text);
             let mut message = json!({"role": "assistant", "content": content});
             if let Some(r) = reasoning {

@@ -52,6 +52,57 @@ pub trait Reporter {
     fn log(&mut self, level: LogLevel, message: String);
     /// The job's model finished loading (see [`Loads::record`]).
     fn loaded(&mut self, host_bytes: u64, device_bytes: Option<u64>);
+    /// New generated text, for a job that asked to stream (ignored
+    /// otherwise).
+    fn delta(&mut self, _text: &str) {}
+    /// True once the supervisor asked to stop this job: an engine that can
+    /// ends it early with what it has.
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// Streams a growing reply as `delta`s, holding back the last
+/// `hold` bytes (a stop string could still end there and cut them).
+#[derive(Debug, Default)]
+pub struct Deltas {
+    sent: usize,
+    hold: usize,
+}
+
+impl Deltas {
+    /// Holds back enough for the longest of `stops` but one byte.
+    pub fn new(stops: &[String]) -> Self {
+        Self {
+            sent: 0,
+            hold: stops
+                .iter()
+                .map(String::len)
+                .max()
+                .unwrap_or(0)
+                .saturating_sub(1),
+        }
+    }
+
+    /// `text` is the reply so far: sends what is settled.
+    pub fn push(&mut self, text: &str, report: &mut dyn Reporter) {
+        let mut end = text.len().saturating_sub(self.hold);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end > self.sent {
+            report.delta(&text[self.sent..end]);
+            self.sent = end;
+        }
+    }
+
+    /// `text` is the final reply (cut at a stop string): sends the rest.
+    pub fn finish(&mut self, text: &str, report: &mut dyn Reporter) {
+        if text.len() > self.sent && text.is_char_boundary(self.sent) {
+            report.delta(&text[self.sent..]);
+            self.sent = text.len();
+        }
+    }
 }
 
 /// One engine family inside a runner.

@@ -177,9 +177,20 @@ pub fn serve(channel: Channel, mode: Mode, engine: Box<dyn Engine>) -> i32 {
 
     let (tx, rx) = mpsc::channel::<JobRequest>();
     let engine_out = out.clone();
+    let cancelled = Cancelled::default();
+    let engine_cancelled = cancelled.clone();
     let worker = std::thread::Builder::new()
         .name("engine".into())
-        .spawn(move || engine_loop(engine, rx, engine_out, spill_above, out_dir));
+        .spawn(move || {
+            engine_loop(
+                engine,
+                rx,
+                engine_out,
+                spill_above,
+                out_dir,
+                engine_cancelled,
+            )
+        });
     let worker = match worker {
         Ok(w) => w,
         Err(e) => return fatal(&out, format!("cannot start engine thread: {e}")),
@@ -199,6 +210,11 @@ pub fn serve(channel: Channel, mode: Mode, engine: Box<dyn Engine>) -> i32 {
             }
             Ok(Some(ToRunner::Hello { .. })) => {
                 let _ = send(&out, &hello(epoch));
+            }
+            Ok(Some(ToRunner::Cancel { job_id })) => {
+                if let Ok(mut c) = cancelled.lock() {
+                    *c = Some(job_id);
+                }
             }
             Ok(Some(ToRunner::Shutdown)) => {
                 // Finish the job in hand, then exit cleanly.
@@ -226,11 +242,16 @@ fn fatal(out: &SharedOutbox, message: String) -> i32 {
     2
 }
 
+/// The job the supervisor last asked to stop.
+type Cancelled = Arc<Mutex<Option<String>>>;
+
 struct JobReporter<'a> {
     out: &'a SharedOutbox,
     job_id: &'a str,
     model: &'a str,
     epoch: u64,
+    stream: bool,
+    cancelled: &'a Cancelled,
 }
 
 impl Reporter for JobReporter<'_> {
@@ -260,6 +281,25 @@ impl Reporter for JobReporter<'_> {
         );
     }
 
+    fn delta(&mut self, text: &str) {
+        if self.stream && !text.is_empty() {
+            let _ = send(
+                self.out,
+                &FromRunner::Delta {
+                    job_id: self.job_id.to_string(),
+                    epoch: self.epoch,
+                    text: text.to_string(),
+                },
+            );
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancelled
+            .lock()
+            .is_ok_and(|c| c.as_deref() == Some(self.job_id))
+    }
+
     fn log(&mut self, level: LogLevel, message: String) {
         let _ = send(
             self.out,
@@ -279,6 +319,7 @@ fn engine_loop(
     out: SharedOutbox,
     spill_above: Option<usize>,
     out_dir: Option<PathBuf>,
+    cancelled: Cancelled,
 ) {
     for job in rx {
         let mut reporter = JobReporter {
@@ -286,6 +327,8 @@ fn engine_loop(
             job_id: &job.job_id,
             model: &job.model,
             epoch: job.epoch,
+            stream: job.stream,
+            cancelled: &cancelled,
         };
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if job.preload {

@@ -25,6 +25,7 @@ fn all_messages() -> (Vec<ToRunner>, Vec<FromRunner>) {
         inputs: BTreeMap::from([("inputUrl".into(), "/tmp/in.wav".into())]),
         scratch_dir: Some("/tmp/scratch".into()),
         preload: false,
+        stream: false,
     };
     let to = vec![
         ToRunner::Hello {
@@ -189,6 +190,7 @@ fn oversized_frames_are_refused_before_allocating() {
         inputs: BTreeMap::new(),
         scratch_dir: None,
         preload: false,
+        stream: false,
     }));
     assert!(matches!(
         encode(&big, 512),

@@ -253,3 +253,95 @@ print(json.dumps({{"content": r.choices[0].message.content}}))
     studio.offer(claim("studio-2", image(8, 8, "png")));
     studio.wait_upload("studio-2").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_chat_comes_as_chunks_with_usage_and_done() {
+    let studio = FakeStudio::start().await;
+    let (home, _worker) = start_worker(&studio, API, &[]).await;
+    let api = api_of(&home).await;
+    let script = r#"
+import json, openai
+c = openai.OpenAI()
+msgs = [{"role": "user", "content": "Tell me about golems."}]
+whole = c.chat.completions.create(model="synthetic", messages=msgs, max_tokens=32).choices[0].message.content
+parts, finish, usage, roles = [], None, None, []
+for ch in c.chat.completions.create(model="synthetic", messages=msgs, max_tokens=32, stream=True, stream_options={"include_usage": True}):
+    if ch.usage is not None:
+        usage = ch.usage.completion_tokens
+    for choice in ch.choices:
+        if choice.delta.role:
+            roles.append(choice.delta.role)
+        if choice.delta.content:
+            parts.append(choice.delta.content)
+        if choice.finish_reason:
+            finish = choice.finish_reason
+print(json.dumps({"whole": whole, "parts": parts, "finish": finish, "usage": usage, "roles": roles}))
+"#;
+    let out = answer(python(&api, script)).await;
+    let parts: Vec<&str> = out["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(parts.len() > 2, "streamed in pieces: {out}");
+    assert_eq!(parts.concat(), out["whole"].as_str().unwrap(), "{out}");
+    assert_eq!(out["finish"], "stop");
+    assert_eq!(out["roles"], json!(["assistant"]));
+    assert!(out["usage"].as_u64().unwrap() > 0, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_llama_stream_matches_the_answer_and_a_closed_stream_stops_generating() {
+    let studio = FakeStudio::start().await;
+    let config = format!(
+        "{API}[[models]]\nname = \"smol\"\nengine = \"llama-cpp\"\nfiles = [{{ role = \"model\", path = \"{}\" }}]\n",
+        models::path(models::GGUF).display()
+    );
+    let (home, _worker) = start_worker(&studio, &config, &[]).await;
+    let api = api_of(&home).await;
+    // Greedy decoding: the whole answer, then the same streamed, then the
+    // same streamed again but closed after three pieces.
+    let script = r#"
+import json, openai
+c = openai.OpenAI()
+msgs = [{"role": "user", "content": "Write a long story about a dragon who learns to bake bread."}]
+kw = dict(model="smol", messages=msgs, max_tokens=64, temperature=0, seed=7)
+whole = c.chat.completions.create(**kw)
+streamed = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(stream=True, **kw) if ch.choices)
+s = c.chat.completions.create(stream=True, **kw)
+got = 0
+for ch in s:
+    if ch.choices and ch.choices[0].delta.content:
+        got += 1
+        if got == 3:
+            break
+s.close()
+after = c.chat.completions.create(model="smol", messages=[{"role": "user", "content": "Say hi."}], max_tokens=4, temperature=0)
+print(json.dumps({"whole": whole.choices[0].message.content, "tokens": whole.usage.completion_tokens,
+                  "streamed": streamed, "after": after.choices[0].message.content}))
+"#;
+    let out = tokio::time::timeout(bounds::engine_work(), answer(python(&api, script)))
+        .await
+        .expect("the llama answers in time");
+    assert_eq!(out["streamed"], out["whole"], "{out}");
+    assert!(!out["after"].as_str().unwrap().is_empty(), "{out}");
+    let full = out["tokens"].as_u64().unwrap();
+    assert!(full > 20, "the story is long enough to cut short: {out}");
+    // The closed stream's job ended as cancelled, well before its budget.
+    let recent = bounds::until("the cancelled job in the status", bounds::event(), || {
+        let s: Value = serde_json::from_str(
+            &std::fs::read_to_string(studio_worker::state::status_path_for(&home.config())).ok()?,
+        )
+        .ok()?;
+        s["recent"]
+            .as_array()?
+            .iter()
+            .find(|f| f["outcome"] == "cancelled")
+            .cloned()
+    })
+    .await;
+    let cut = recent["tokens"].as_u64().unwrap();
+    assert!(cut < full, "stopped after {cut} of {full} tokens: {recent}");
+    eprintln!("cancelled after {cut} of {full} tokens");
+}

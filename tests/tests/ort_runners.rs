@@ -58,6 +58,7 @@ fn a_piper_runner_whose_channel_closes_mid_job_exits_cleanly() {
         inputs: Default::default(),
         scratch_dir: Some(tempfile::tempdir().unwrap().keep().display().to_string()),
         preload: false,
+        stream: false,
     })));
     // Close the channel as the voice starts loading (where it crashed).
     loop {

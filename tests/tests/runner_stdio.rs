@@ -93,6 +93,7 @@ fn job(id: &str, model: &str, w: u32, h: u32) -> ToRunner {
         inputs: Default::default(),
         scratch_dir: None,
         preload: false,
+        stream: false,
     }))
 }
 

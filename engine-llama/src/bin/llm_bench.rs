@@ -89,6 +89,7 @@ fn job(i: usize, tokens: u32) -> ToRunner {
         inputs: BTreeMap::new(),
         scratch_dir: None,
         preload: false,
+        stream: false,
     }))
 }
 

@@ -52,6 +52,7 @@ fn job(i: usize, audio: &Path, language: Option<&str>) -> ToRunner {
         inputs: BTreeMap::from([("inputUrl".to_string(), audio.to_string_lossy().to_string())]),
         scratch_dir: None,
         preload: false,
+        stream: false,
     }))
 }
 

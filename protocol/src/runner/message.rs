@@ -33,6 +33,13 @@ pub enum ToRunner {
     },
     /// Finish and exit 0.
     Shutdown,
+    /// Stop generating for this job as soon as possible (its client went
+    /// away); the engine ends it with what it has.
+    #[serde(rename_all = "camelCase")]
+    Cancel {
+        /// The job.
+        job_id: String,
+    },
 }
 
 /// One job for the runner.
@@ -65,6 +72,10 @@ pub struct JobRequest {
     /// `loaded` and a `result` of `{"loaded": model}`; the task is not run.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub preload: bool,
+    /// Send the text as it is generated (`delta` messages) before the
+    /// result (the local API's streamed chat; studio jobs never ask).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
 }
 
 /// Runner → supervisor.
@@ -157,6 +168,17 @@ pub enum FromRunner {
         seq: u64,
         /// The child's epoch.
         epoch: u64,
+    },
+    /// Generated text so far not yet sent (a `stream` job only); the
+    /// result still carries the whole answer.
+    #[serde(rename_all = "camelCase")]
+    Delta {
+        /// The job.
+        job_id: String,
+        /// The child's epoch.
+        epoch: u64,
+        /// The new text.
+        text: String,
     },
     /// The runner cannot go on and is about to exit.
     Fatal {

@@ -83,6 +83,7 @@ pub async fn prepare(
         inputs,
         scratch_dir: Some(scratch.to_string_lossy().into_owned()),
         preload: false,
+        stream: false,
     };
     Ok((request, model_bytes))
 }

@@ -32,6 +32,7 @@ use studio_protocol::studio::{JobOfferClaim, ModelSource, Task};
 
 use crate::config::Config;
 use crate::jobs::JobData;
+use crate::runner::RunEvent;
 use crate::scheduler::{Handle, LocalUpdate};
 
 /// The running API; stops when dropped.
@@ -237,50 +238,178 @@ fn claim_for(shared: &Shared, model: &str, task: Task) -> Result<JobOfferClaim, 
 
 /// Runs `claim` through the scheduler and waits for its result.
 async fn run(shared: &Shared, claim: JobOfferClaim) -> Result<JobData, ApiError> {
-    let mut rx = shared.handle.submit_local_queued(claim, Some(shared.queue));
+    let mut rx = shared
+        .handle
+        .submit_local_queued(claim, Some(shared.queue), false);
     loop {
         match rx.recv().await {
             Some(LocalUpdate::Event(_)) => {}
-            Some(LocalUpdate::QueueFull) => {
-                return Err(ApiError {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    kind: "server_error",
-                    code: Some("queue_full"),
-                    message: format!(
-                        "the worker is busy and {} requests already wait (local_api_queue); try again shortly",
-                        shared.queue
-                    ),
-                    retry_after: Some(5),
-                })
-            }
             Some(LocalUpdate::Done(Ok(data))) => return Ok(data),
-            Some(LocalUpdate::Done(Err(e))) => {
-                let (status, kind) = match e.class {
-                    ErrorClass::BadInput | ErrorClass::CannotServe => {
-                        (StatusCode::BAD_REQUEST, "invalid_request_error")
-                    }
-                    ErrorClass::EngineUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "server_error"),
-                    _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
-                };
-                return Err(ApiError {
-                    status,
-                    kind,
-                    code: Some(e.class.as_str()),
-                    message: e.message,
-                    retry_after: None,
-                });
-            }
-            None => {
-                return Err(ApiError {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    kind: "server_error",
-                    code: None,
-                    message: "the worker is stopping".into(),
-                    retry_after: None,
-                })
-            }
+            other => return Err(failure(shared, other)),
         }
     }
+}
+
+/// The API error for an update that ends a request without a result.
+fn failure(shared: &Shared, update: Option<LocalUpdate>) -> ApiError {
+    match update {
+        Some(LocalUpdate::QueueFull) => ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "server_error",
+            code: Some("queue_full"),
+            message: format!(
+                "the worker is busy and {} requests already wait (local_api_queue); try again shortly",
+                shared.queue
+            ),
+            retry_after: Some(5),
+        },
+        Some(LocalUpdate::Done(Err(e))) => {
+            let (status, kind) = match e.class {
+                ErrorClass::BadInput | ErrorClass::CannotServe => {
+                    (StatusCode::BAD_REQUEST, "invalid_request_error")
+                }
+                ErrorClass::EngineUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "server_error"),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+            };
+            ApiError {
+                status,
+                kind,
+                code: Some(e.class.as_str()),
+                message: e.message,
+                retry_after: None,
+            }
+        }
+        Some(LocalUpdate::Done(Ok(_))) | Some(LocalUpdate::Event(_)) => ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            kind: "server_error",
+            code: None,
+            message: "unexpected answer from the scheduler".into(),
+            retry_after: None,
+        },
+        None => ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "server_error",
+            code: None,
+            message: "the worker is stopping".into(),
+            retry_after: None,
+        },
+    }
+}
+
+/// Makes the `chat.completion.chunk`s of one streamed answer.
+struct Chunks {
+    id: String,
+    model: String,
+    created: u64,
+    usage: bool,
+}
+
+impl Chunks {
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> String {
+        json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        .to_string()
+    }
+
+    /// What one update adds to the stream; true when the stream ends.
+    fn on(
+        &self,
+        update: Option<LocalUpdate>,
+        out: &mut std::collections::VecDeque<String>,
+    ) -> bool {
+        match update {
+            Some(LocalUpdate::Event(RunEvent::Delta(t))) => {
+                out.push_back(self.chunk(json!({"content": t}), None));
+                false
+            }
+            Some(LocalUpdate::Event(_)) => false,
+            Some(LocalUpdate::Done(Ok(data))) => {
+                let result = match data {
+                    JobData::Json(v) => v,
+                    JobData::Bytes { .. } => json!({}),
+                };
+                let finish = result["choices"][0]["finish_reason"]
+                    .as_str()
+                    .unwrap_or("stop")
+                    .to_string();
+                out.push_back(self.chunk(json!({}), Some(&finish)));
+                if self.usage {
+                    out.push_back(
+                        json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                            "model": self.model, "choices": [], "usage": result["usage"]})
+                        .to_string(),
+                    );
+                }
+                out.push_back("[DONE]".into());
+                true
+            }
+            Some(LocalUpdate::Done(Err(e))) => {
+                out.push_back(
+                    json!({"error": {"message": e.message, "type": "server_error", "code": e.class.as_str()}})
+                        .to_string(),
+                );
+                true
+            }
+            Some(LocalUpdate::QueueFull) | None => true,
+        }
+    }
+}
+
+/// A streamed chat: `chat.completion.chunk` events as text is generated,
+/// then the finish reason (and usage when asked), then `[DONE]`. An end
+/// before anything is generated (a full queue, a bad request) is a plain
+/// error answer. A client that goes away drops the stream, and the
+/// scheduler asks the runner to stop generating.
+async fn chat_stream(
+    shared: Arc<Shared>,
+    claim: JobOfferClaim,
+    model: String,
+    usage: bool,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    let chunks = Chunks {
+        id: format!("chatcmpl-{}", claim.job_id),
+        model,
+        created: now_secs(),
+        usage,
+    };
+    let mut rx = shared
+        .handle
+        .submit_local_queued(claim, Some(shared.queue), true);
+    let first = loop {
+        match rx.recv().await {
+            Some(LocalUpdate::Event(RunEvent::Delta(t))) => {
+                break Some(LocalUpdate::Event(RunEvent::Delta(t)))
+            }
+            Some(LocalUpdate::Event(_)) => {}
+            Some(LocalUpdate::Done(Ok(data))) => break Some(LocalUpdate::Done(Ok(data))),
+            other => return Err(failure(&shared, other)),
+        }
+    };
+    let mut out = std::collections::VecDeque::new();
+    out.push_back(chunks.chunk(json!({"role": "assistant", "content": ""}), None));
+    let done = chunks.on(first, &mut out);
+    let stream = futures_util::stream::unfold(
+        (rx, out, done, chunks),
+        |(mut rx, mut out, mut done, chunks)| async move {
+            loop {
+                if let Some(next) = out.pop_front() {
+                    let ev = SseEvent::default().data(next);
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(ev),
+                        (rx, out, done, chunks),
+                    ));
+                }
+                if done {
+                    return None;
+                }
+                done = chunks.on(rx.recv().await, &mut out);
+            }
+        },
+    );
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 fn now_secs() -> u64 {
@@ -307,16 +436,18 @@ async fn chat(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     body: Result<Json<openai::ChatRequest>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     check_token(&shared, &headers)?;
     let Json(req) = body?;
-    if req.stream.unwrap_or(false) {
-        return Err(ApiError::bad(
-            "stream = true is not served yet by this worker; ask without streaming",
-        ));
-    }
     let task = req.task().map_err(ApiError::bad)?;
     let claim = claim_for(&shared, &req.model, Task::Llm(task))?;
+    if req.stream.unwrap_or(false) {
+        let usage = req
+            .stream_options
+            .as_ref()
+            .is_some_and(|o| o["include_usage"] == true);
+        return chat_stream(shared.clone(), claim, req.model.clone(), usage).await;
+    }
     let id = format!("chatcmpl-{}", claim.job_id);
     let data = run(&shared, claim).await?;
     let JobData::Json(result) = data else {
@@ -328,12 +459,7 @@ async fn chat(
             retry_after: None,
         });
     };
-    Ok(Json(openai::completion(
-        result,
-        &id,
-        &req.model,
-        now_secs(),
-    )))
+    Ok(Json(openai::completion(result, &id, &req.model, now_secs())).into_response())
 }
 
 async fn images(

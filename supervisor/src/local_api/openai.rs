@@ -59,6 +59,8 @@ pub struct ChatRequest {
     pub response_format: Option<Value>,
     /// Streamed answer.
     pub stream: Option<bool>,
+    /// `{"include_usage": true}`: a last chunk with the usage.
+    pub stream_options: Option<Value>,
 }
 
 impl ChatRequest {
@@ -97,9 +99,11 @@ impl ChatRequest {
                         )?,
                 ),
                 Some("json_object") => Some(json!({"type": "object"})),
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "response_format type {other:?} is not one of text, json_object, json_schema"
-                )),
+                ))
+                }
             },
         };
         Ok(LlmTask {

@@ -72,7 +72,7 @@ impl ChildFailure {
 }
 
 /// What a running job tells its caller.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RunEvent {
     /// The job is on runner `pid` (epoch `epoch`) and must end by `deadline`.
     Started {
@@ -106,6 +106,8 @@ pub enum RunEvent {
         /// Units in all (0 when unknown).
         total: u64,
     },
+    /// New generated text (a `stream` job).
+    Delta(String),
 }
 
 enum Event {
@@ -320,6 +322,7 @@ impl RunnerChild {
         mut job: JobRequest,
         limits: &Limits,
         load_extra: Duration,
+        mut cancel: Option<tokio::sync::oneshot::Receiver<()>>,
         mut on_event: impl FnMut(RunEvent),
     ) -> Result<JobOutput, ChildFailure> {
         job.epoch = self.epoch;
@@ -352,6 +355,21 @@ impl RunnerChild {
         loop {
             let ev = tokio::select! {
                 ev = self.events.recv() => ev,
+                asked = async {
+                    match cancel.as_mut() {
+                        Some(c) => c.await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                }, if cancel.is_some() => {
+                    cancel = None;
+                    if asked {
+                        tracing::info!(target: "engine", job_id = %job_id, "asking runner {} (pid {}) to stop job {job_id}: its client went away", self.engine, self.pid);
+                        if let Err(e) = write_msg(&mut self.stdin, &ToRunner::Cancel { job_id: job_id.clone() }, self.max_frame).await {
+                            return Err(self.died(format!("cannot send the cancel to the runner: {e}")).await);
+                        }
+                    }
+                    continue;
+                }
                 _ = sleep_until(stall) => {
                     let secs = limits.stall.as_secs_f64();
                     return Err(self.kill_with(ErrorClass::Stalled, format!("made no progress for {secs:.0} s (stall_timeout_secs)")).await);
@@ -408,6 +426,15 @@ impl RunnerChild {
                     device_bytes,
                 }),
                 FromRunner::Pong { epoch, .. } if epoch == self.epoch => last_pong = Instant::now(),
+                FromRunner::Delta {
+                    job_id: j,
+                    epoch,
+                    text,
+                } if j == job_id && epoch == self.epoch => {
+                    // Text is progress too.
+                    stall = limits.stall_deadline(Instant::now(), load_extra, false);
+                    on_event(RunEvent::Delta(text))
+                }
                 FromRunner::Log {
                     job_id: j,
                     level,

@@ -39,6 +39,8 @@ pub struct Trust {
     pub local_files: bool,
     /// Only load the model (a pinned model at start).
     pub preload: bool,
+    /// Stream generated text (`RunEvent::Delta`; the local API).
+    pub stream: bool,
 }
 
 /// Runners were stopped to make room for a job on a real GPU: before its
@@ -105,6 +107,8 @@ pub enum JobReport {
     },
     /// The engine moved forward.
     Progress { phase: Phase, done: u64, total: u64 },
+    /// New generated text (a streamed job).
+    Delta(String),
     /// The end, with the runner handed back.
     Done {
         runner: RunnerFate,
@@ -112,16 +116,27 @@ pub enum JobReport {
     },
 }
 
+/// What a job may have to wait for or hear while it runs.
+#[derive(Default)]
+pub struct Hooks {
+    /// Memory to wait for before its runner starts.
+    pub wait: Option<MemoryWait>,
+    /// Fires when its requester went away (a local job): the runner is
+    /// asked to stop generating.
+    pub cancel: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
 /// Runs `claim` to its end on `lease` under `limits`, reporting to `tx`.
 pub async fn run(
     env: Arc<JobEnv>,
     claim: JobOfferClaim,
     lease: Lease,
-    wait: Option<MemoryWait>,
+    hooks: Hooks,
     trust: Trust,
     limits: Limits,
     tx: mpsc::UnboundedSender<Event>,
 ) {
+    let Hooks { wait, cancel } = hooks;
     let job_id = claim.job_id.clone();
     let report = |r: JobReport| {
         let _ = tx.send(Event::Job {
@@ -160,6 +175,7 @@ pub async fn run(
     .await
     .map(|(mut request, bytes)| {
         request.preload = trust.preload;
+        request.stream = trust.stream;
         (request, bytes)
     });
     let (runner, result) = match prepared {
@@ -213,10 +229,17 @@ pub async fn run(
                                 report(JobReport::Progress { phase, done, total });
                             }
                         }
+                        RunEvent::Delta(text) => report(JobReport::Delta(text)),
                         RunEvent::Downloading { .. } => {}
                     };
                     let out = child
-                        .run_job(request, &limits, load_allowance(model_bytes), on_event)
+                        .run_job(
+                            request,
+                            &limits,
+                            load_allowance(model_bytes),
+                            cancel,
+                            on_event,
+                        )
                         .await;
                     match out {
                         Ok(output) => (

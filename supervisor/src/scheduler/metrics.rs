@@ -44,7 +44,7 @@ pub struct JobCount {
     pub engine: String,
     /// `studio`, `local` or `pinned`.
     pub origin: String,
-    /// `completed`, `failed`, `rejected` or `handed_back`.
+    /// `completed`, `failed`, `rejected` or `cancelled`.
     pub outcome: String,
     /// The error class of a failure, the code of a rejection, else empty.
     pub reason: String,
@@ -101,7 +101,7 @@ pub struct JobEnd<'a> {
     pub engine: &'a str,
     /// `studio`, `local` or `pinned`.
     pub origin: &'a str,
-    /// `completed`, `failed`, `rejected` or `handed_back`.
+    /// `completed`, `failed`, `rejected` or `cancelled`.
     pub outcome: &'a str,
     /// Error class or reject code.
     pub reason: &'a str,

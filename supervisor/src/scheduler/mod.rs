@@ -28,7 +28,7 @@ pub mod runners;
 pub mod snapshot;
 pub mod upload;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +78,7 @@ pub enum Event {
         claim: Box<JobOfferClaim>,
         updates: mpsc::UnboundedSender<LocalUpdate>,
         queue: Option<usize>,
+        stream: bool,
     },
     /// A session of `slot` was welcomed; frames for it go to `outbox`.
     SessionUp {
@@ -186,23 +187,26 @@ impl Handle {
 
     /// Submits a local job.
     pub fn submit_local(&self, claim: JobOfferClaim) -> mpsc::UnboundedReceiver<LocalUpdate> {
-        self.submit_local_queued(claim, None)
+        self.submit_local_queued(claim, None, false)
     }
 
     /// [`Handle::submit_local`] that waits its turn while the GPU is busy,
     /// behind at most `queue` others (`None`: fail at once when busy);
     /// a full queue answers [`LocalUpdate::QueueFull`]. Dropping the
     /// receiver while it waits takes it out of the queue.
+    /// With `stream`, generated text comes as `RunEvent::Delta` updates.
     pub fn submit_local_queued(
         &self,
         claim: JobOfferClaim,
         queue: Option<usize>,
+        stream: bool,
     ) -> mpsc::UnboundedReceiver<LocalUpdate> {
         let (updates, rx) = mpsc::unbounded_channel();
         self.send(Event::Local {
             claim: Box::new(claim),
             updates,
             queue,
+            stream,
         });
         rx
     }
@@ -307,7 +311,11 @@ pub struct Scheduler {
     /// Paused through the control endpoint (`pause`).
     live_paused: bool,
     /// Local API requests waiting for the GPU, oldest first.
-    local_queue: VecDeque<(JobOfferClaim, mpsc::UnboundedSender<LocalUpdate>)>,
+    local_queue: VecDeque<(JobOfferClaim, mpsc::UnboundedSender<LocalUpdate>, bool)>,
+    /// How to ask a running local job to stop (its client went away).
+    cancels: BTreeMap<String, oneshot::Sender<()>>,
+    /// Local jobs asked to stop (their end is counted `cancelled`).
+    cancelled: BTreeSet<String>,
     status_path: Option<PathBuf>,
     status_dirty: bool,
     /// Holding offers for an update; answered once idle.
@@ -394,6 +402,8 @@ pub fn start(setup: Setup) -> (Handle, watch::Receiver<Life>, tokio::task::JoinH
         metrics: metrics::Metrics::default(),
         live_paused: false,
         local_queue: VecDeque::new(),
+        cancels: BTreeMap::new(),
+        cancelled: BTreeSet::new(),
         status_path: setup.status_path,
         status_dirty: true,
         cfg,
@@ -440,7 +450,8 @@ impl Scheduler {
                 claim,
                 updates,
                 queue,
-            } => self.on_local(*claim, updates, queue),
+                stream,
+            } => self.on_local(*claim, updates, queue, stream),
             Event::SessionUp { slot, gen, outbox } => self.on_session_up(slot, gen, outbox),
             Event::SessionDown { slot, gen } => self.on_session_down(slot, gen),
             Event::SessionState {
@@ -541,6 +552,7 @@ impl Scheduler {
             let trust = Trust {
                 local_files: true,
                 preload: true,
+                stream: false,
             };
             if let Err((_, e)) = self.begin_on(claim, slot, gpu, 0, false, trust) {
                 tracing::error!(target: "worker", "pinned model could not be loaded: {e}");
@@ -711,6 +723,7 @@ impl Scheduler {
                 let studio = Trust {
                     local_files: false,
                     preload: false,
+                    stream: false,
                 };
                 if let Err((job_id, error)) =
                     self.begin(*claim, slot, gen, !evict.is_empty(), studio)
@@ -751,10 +764,11 @@ impl Scheduler {
         claim: JobOfferClaim,
         updates: mpsc::UnboundedSender<LocalUpdate>,
         queue: Option<usize>,
+        stream: bool,
     ) {
         let slot = 0;
         if let Some(cap) = queue {
-            self.local_queue.retain(|(_, u)| !u.is_closed());
+            self.local_queue.retain(|(_, u, _)| !u.is_closed());
             if self.jobs.busy(slot) || !self.local_queue.is_empty() || self.draining() {
                 if self.draining() {
                     let _ = updates.send(LocalUpdate::Done(Err(JobError::new(
@@ -764,7 +778,7 @@ impl Scheduler {
                 } else if self.local_queue.len() >= cap {
                     let _ = updates.send(LocalUpdate::QueueFull);
                 } else {
-                    self.local_queue.push_back((claim, updates));
+                    self.local_queue.push_back((claim, updates, stream));
                     self.status_dirty = true;
                 }
                 return;
@@ -781,6 +795,7 @@ impl Scheduler {
         let local = Trust {
             local_files: true,
             preload: false,
+            stream,
         };
         if let Err((job_id, e)) = self.begin(claim, slot, 0, false, local) {
             self.counters.failed += 1;
@@ -796,11 +811,11 @@ impl Scheduler {
     /// when the GPU is free.
     fn next_local(&mut self) {
         while !self.jobs.busy(0) && !self.draining() {
-            let Some((claim, updates)) = self.local_queue.pop_front() else {
+            let Some((claim, updates, stream)) = self.local_queue.pop_front() else {
                 return;
             };
             if !updates.is_closed() {
-                self.on_local(claim, updates, None);
+                self.on_local(claim, updates, None, stream);
                 return;
             }
         }
@@ -913,11 +928,17 @@ impl Scheduler {
             job_id.clone(),
             (key, claim.vram_gb_estimate, claim.task.reported_prompt()),
         );
+        // A local job can be asked to stop when its client goes away.
+        let cancel = (trust.local_files && !trust.preload).then(|| {
+            let (tx, rx) = oneshot::channel();
+            self.cancels.insert(job_id.clone(), tx);
+            rx
+        });
         let task = tokio::spawn(job_task::run(
             self.env.clone(),
             claim,
             lease,
-            wait,
+            job_task::Hooks { wait, cancel },
             trust,
             self.limits,
             self.tx.clone(),
@@ -930,14 +951,14 @@ impl Scheduler {
 
     fn on_job_report(&mut self, job_id: &str, report: JobReport) {
         self.status_dirty = true;
-        let local = self.locals.get(job_id);
         match report {
             JobReport::Downloading { done, total } => {
                 self.jobs.set_phase(job_id, JobPhase::Downloading);
                 self.jobs.set_progress(job_id, done, total);
-                if let Some(u) = local {
-                    let _ = u.send(LocalUpdate::Event(RunEvent::Downloading { done, total }));
-                }
+                self.tell_local(
+                    job_id,
+                    LocalUpdate::Event(RunEvent::Downloading { done, total }),
+                );
             }
             JobReport::Started {
                 pid,
@@ -959,13 +980,14 @@ impl Scheduler {
                         self.counters.runner_starts += 1;
                     }
                 }
-                if let Some(u) = local {
-                    let _ = u.send(LocalUpdate::Event(RunEvent::Started {
+                self.tell_local(
+                    job_id,
+                    LocalUpdate::Event(RunEvent::Started {
                         pid,
                         epoch,
                         deadline,
-                    }));
-                }
+                    }),
+                );
             }
             JobReport::Loaded {
                 host_bytes,
@@ -986,20 +1008,35 @@ impl Scheduler {
                 };
                 self.jobs.set_phase(job_id, p);
                 self.jobs.set_progress(job_id, done, total);
-                if let Some(u) = local {
-                    let _ = u.send(LocalUpdate::Event(RunEvent::Progress {
-                        phase,
-                        done,
-                        total,
-                    }));
-                }
+                self.tell_local(
+                    job_id,
+                    LocalUpdate::Event(RunEvent::Progress { phase, done, total }),
+                );
+            }
+            JobReport::Delta(text) => {
+                self.tell_local(job_id, LocalUpdate::Event(RunEvent::Delta(text)))
             }
             JobReport::Done { runner, result } => self.on_job_done(job_id, runner, result),
         }
     }
 
+    /// Tells a local job's requester; one that is gone has its job asked
+    /// to stop (the runner ends it early; nothing counts against it).
+    fn tell_local(&mut self, job_id: &str, update: LocalUpdate) {
+        let Some(u) = self.locals.get(job_id) else {
+            return;
+        };
+        if u.send(update).is_err() {
+            if let Some(cancel) = self.cancels.remove(job_id) {
+                let _ = cancel.send(());
+                self.cancelled.insert(job_id.to_string());
+            }
+        }
+    }
+
     fn on_job_done(&mut self, job_id: &str, runner: RunnerFate, result: Result<JobData, JobError>) {
         self.tasks.remove(job_id);
+        self.cancels.remove(job_id);
         self.ledger.release(job_id);
         let Some((key, _, prompt)) = self.leases.remove(job_id) else {
             // Handed back at a drain timeout: stop what it ran on.
@@ -1038,6 +1075,9 @@ impl Scheduler {
                 &result.as_ref().map(|_| ()).map_err(|e| e.message.clone()),
                 class,
             );
+            if let (Some(f), Ok(JobData::Json(v))) = (self.recent.back_mut(), &result) {
+                f.tokens = v["usage"]["completion_tokens"].as_u64();
+            }
             let _ = u.send(LocalUpdate::Done(result));
             // The GPU is free: a queued local request, a drain's end.
             self.after_job();
@@ -1216,17 +1256,20 @@ impl Scheduler {
             Ok(()) => self.counters.completed += 1,
             Err(_) => self.counters.failed += 1,
         }
+        let label = if self.cancelled.remove(job_id) {
+            "cancelled"
+        } else if outcome.is_ok() {
+            "completed"
+        } else {
+            "failed"
+        };
         if let Some(r) = row {
             let gpu = self.slot_gpu(r.slot);
             self.metrics.job(metrics::JobEnd {
                 kind: r.kind.as_str(),
                 engine: &r.engine,
                 origin: r.origin,
-                outcome: if outcome.is_ok() {
-                    "completed"
-                } else {
-                    "failed"
-                },
+                outcome: label,
                 reason: class,
                 gpu,
             });
@@ -1244,13 +1287,9 @@ impl Scheduler {
             job_id: job_id.to_string(),
             kind: row.map(|r| r.kind.as_str().to_string()).unwrap_or_default(),
             model: row.map(|r| r.model.clone()).unwrap_or_default(),
-            outcome: if outcome.is_ok() {
-                "completed"
-            } else {
-                "failed"
-            }
-            .into(),
+            outcome: label.into(),
             error: outcome.as_ref().err().cloned(),
+            tokens: None,
             duration_ms: row.map_or(0, |r| r.accepted_at.elapsed().as_millis() as u64),
             at: crate::logship::now_ts(),
         });
@@ -1260,7 +1299,7 @@ impl Scheduler {
     /// pinned model may load.
     fn after_job(&mut self) {
         if self.draining() {
-            for (_, u) in self.local_queue.drain(..) {
+            for (_, u, _) in self.local_queue.drain(..) {
                 let _ = u.send(LocalUpdate::Done(Err(JobError::new(
                     studio_protocol::runner::ErrorClass::EngineUnavailable,
                     "the worker is shutting down",
@@ -1500,7 +1539,7 @@ impl Scheduler {
             local_queue: self
                 .local_queue
                 .iter()
-                .filter(|(_, u)| !u.is_closed())
+                .filter(|(_, u, _)| !u.is_closed())
                 .count(),
             draining: self.draining(),
             jobs: self

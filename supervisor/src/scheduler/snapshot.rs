@@ -199,13 +199,17 @@ pub struct Finished {
     pub kind: String,
     /// Registry model id.
     pub model: String,
-    /// `completed`, `failed` or `handed back`.
+    /// `completed`, `failed`, `cancelled` (a local job whose client went
+    /// away) or `handed back`.
     pub outcome: String,
     /// The error, when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Milliseconds from accept to end.
     pub duration_ms: u64,
+    /// Tokens generated (a local chat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
     /// When it ended (RFC 3339).
     pub at: String,
 }

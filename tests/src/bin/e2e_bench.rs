@@ -77,6 +77,7 @@ fn channel_round_trip(size: u32, iterations: usize) -> (Vec<Duration>, usize) {
             inputs: Default::default(),
             scratch_dir: None,
             preload: false,
+            stream: false,
         };
         let t0 = Instant::now();
         send(&ToRunner::Job(Box::new(job)));

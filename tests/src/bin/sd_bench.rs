@@ -71,6 +71,7 @@ fn job(i: usize, m: &tiny_sd::TinyZImage) -> ToRunner {
         inputs: BTreeMap::new(),
         scratch_dir: None,
         preload: false,
+        stream: false,
     }))
 }
 

@@ -6,7 +6,7 @@ use studio_protocol::runner::{JobOutput, Phase};
 use studio_protocol::studio::LlmTask;
 
 use super::short_hex;
-use crate::engine::{EngineError, Reporter};
+use crate::engine::{Deltas, EngineError, Reporter};
 
 /// Splits text into word and punctuation tokens.
 pub(crate) fn tokens(text: &str) -> Vec<&str> {
@@ -60,9 +60,14 @@ pub(super) fn run(
     let budget = t.effective_max_tokens() as usize;
     let mut content = String::new();
     let mut finish = "stop";
+    let stops = t.stop.clone().unwrap_or_default();
+    let mut deltas = Deltas::new(&stops);
     for (i, (tok, new_word)) in all.iter().enumerate() {
         if i == budget {
             finish = "length";
+            break;
+        }
+        if report.cancelled() {
             break;
         }
         let glue = if i > 0 && *new_word { " " } else { "" };
@@ -80,7 +85,9 @@ pub(super) fn run(
         }
         content = candidate;
         report.progress(Phase::Running, i as u64 + 1, all.len() as u64);
+        deltas.push(&content, report);
     }
+    deltas.finish(&content, report);
     let completion_tokens = tokens(&content).len();
     Ok(JobOutput::Json {
         value: json!({
