@@ -31,6 +31,9 @@ pub struct Cli {
 pub enum Command {
     /// Hold the studio session and run offered jobs.
     Run,
+    /// Serve only the local OpenAI-compatible API (`local_api_listen`), with
+    /// no studio session.
+    Serve,
     /// Register with the studio using a bootstrap token (idempotent).
     Register {
         /// Operator-issued bootstrap token.

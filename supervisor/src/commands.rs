@@ -72,6 +72,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let path = config_path(&cli.config)?;
     match cli.command {
         Command::Run => session::run(path).await,
+        Command::Serve => crate::local_api::serve(path).await,
         Command::Register {
             bootstrap_token,
             api_base_url,
@@ -116,7 +117,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     return Ok(());
                 }
                 // Running but not yet serving (registering): say so, then the config.
-                println!("worker:        starting: {}", a.body.trim());
+                let detail = serde_json::from_str::<serde_json::Value>(&a.body)
+                    .ok()
+                    .and_then(|v| v["detail"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| a.body.trim().to_string());
+                println!("worker:        starting: {detail}");
             } else if json {
                 println!("{}", serde_json::json!({"running": false}));
                 return Ok(());

@@ -115,8 +115,22 @@ impl WorkerHome {
     /// Starts `program run` (another build of `studio-worker`, for
     /// before/after benches; it finds its runners beside itself).
     pub fn spawn_run_of(&self, program: &std::path::Path, env: &[(&str, &str)]) -> WorkerProc {
+        self.spawn_command(program, "run", env)
+    }
+
+    /// Starts `studio-worker serve` (the local API alone).
+    pub fn spawn_serve(&self, env: &[(&str, &str)]) -> WorkerProc {
+        self.spawn_command(&bin("studio-worker"), "serve", env)
+    }
+
+    fn spawn_command(
+        &self,
+        program: &std::path::Path,
+        command: &str,
+        env: &[(&str, &str)],
+    ) -> WorkerProc {
         let mut cmd = Command::new(program);
-        cmd.arg("--config").arg(self.config()).arg("run");
+        cmd.arg("--config").arg(self.config()).arg(command);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -124,7 +138,7 @@ impl WorkerHome {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("spawn studio-worker run");
+        let mut child = cmd.spawn().expect("spawn studio-worker");
         let log = Arc::new(Mutex::new(String::new()));
         let mut stderr = child.stderr.take().expect("stderr");
         let sink = log.clone();

@@ -345,3 +345,76 @@ print(json.dumps({"whole": whole.choices[0].message.content, "tokens": whole.usa
     assert!(cut < full, "stopped after {cut} of {full} tokens: {recent}");
     eprintln!("cancelled after {cut} of {full} tokens");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speech_from_espeak_is_transcribed_back_by_whisper() {
+    let studio = FakeStudio::start().await;
+    let config = format!(
+        "{API}engine_threads = 1\n[[models]]\nname = \"voice\"\nengine = \"espeak\"\nfiles = []\n[[models]]\nname = \"whisper-tiny.en\"\nengine = \"whisper-cpp\"\nfiles = [{{ role = \"model\", path = \"{}\" }}]\n",
+        models::path(models::WHISPER).display()
+    );
+    let (home, _worker) = start_worker(&studio, &config, &[]).await;
+    let api = api_of(&home).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sentence = "The quick brown fox jumps over the lazy dog.";
+    let script = format!(
+        r#"
+import json, openai, os
+c = openai.OpenAI()
+wav = os.path.join({dir:?}, "speech.wav")
+c.audio.speech.create(model="voice", voice="en", input={sentence:?}, response_format="wav").write_to_file(wav)
+text = c.audio.transcriptions.create(model="whisper-tiny.en", file=open(wav, "rb"), response_format="text", language="en")
+verbose = c.audio.transcriptions.create(model="whisper-tiny.en", file=open(wav, "rb"), response_format="verbose_json", timestamp_granularities=["segment"])
+plain = c.audio.transcriptions.create(model="whisper-tiny.en", file=open(wav, "rb"))
+print(json.dumps({{"text": text, "verbose": {{"text": verbose.text, "language": verbose.language, "duration": verbose.duration,
+    "segments": [[s.start, s.end, s.text] for s in verbose.segments]}}, "plain": plain.text}}))
+"#,
+        dir = dir.path().display().to_string()
+    );
+    let out = tokio::time::timeout(bounds::engine_work(), answer(python(&api, &script)))
+        .await
+        .expect("speech and transcription in time");
+    let wav = std::fs::read(dir.path().join("speech.wav")).unwrap();
+    let reader = hound::WavReader::new(std::io::Cursor::new(wav)).expect("a WAV");
+    assert!(reader.duration() > 0);
+    for text in [&out["text"], &out["verbose"]["text"], &out["plain"]] {
+        let text = text.as_str().unwrap();
+        let e = studio_worker_tests::speech::wer(sentence, text);
+        assert!(e < 0.3, "WER {e:.2} for {text:?}");
+    }
+    let segments = out["verbose"]["segments"].as_array().unwrap();
+    assert!(!segments.is_empty(), "{out}");
+    let end = segments.last().unwrap()[1].as_f64().unwrap();
+    let duration = out["verbose"]["duration"].as_f64().unwrap();
+    assert!(end > 0.0 && end <= duration + 0.5, "{out}");
+    assert_eq!(out["verbose"]["language"], "en");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_the_api_alone_and_refuses_beside_a_running_worker() {
+    let studio = FakeStudio::start().await;
+    let (home, _worker) = start_worker(&studio, API, &[]).await;
+    api_of(&home).await;
+    let out = home.cli(&["serve"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("already runs with"), "{said}");
+
+    // No studio at all: serve answers on its own.
+    let alone = WorkerHome::new("http://127.0.0.1:9", None, API);
+    let mut serve = alone.spawn_serve(&[]);
+    let api = api_of(&alone).await;
+    let out = answer(python(
+        &api,
+        r#"
+import json, openai
+r = openai.OpenAI().chat.completions.create(model="synthetic", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+print(json.dumps({"content": r.choices[0].message.content}))
+"#,
+    ))
+    .await;
+    assert!(!out["content"].as_str().unwrap().is_empty(), "{out}");
+    serve.signal(libc::SIGTERM);
+    let exit = serve.wait_exit().await;
+    assert!(exit.success(), "{exit:?}\n{}", serve.log());
+}

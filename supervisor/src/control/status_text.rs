@@ -73,6 +73,12 @@ pub fn summary(s: &Snapshot) -> String {
         }
         line(&format!("session {}{gpu}", x.slot), text);
     }
+    if !s.engines.is_empty() {
+        line("engines", s.engines.join(", "));
+    }
+    for (engine, why) in &s.unusable {
+        line("not usable", format!("{engine}: {why}"));
+    }
     if s.jobs.is_empty() {
         line("job", "none".into());
     }

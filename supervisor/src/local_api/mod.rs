@@ -7,8 +7,9 @@
 //! `busy`.
 //!
 //! Routes (shapes as the OpenAI API, errors as `{"error": {"message",
-//! "type", "code"}}`): `GET /v1/models`, `POST /v1/chat/completions`,
-//! `POST /v1/images/generations`. A bearer token is required: generated
+//! "type", "code"}}`): `GET /v1/models`, `POST /v1/chat/completions`
+//! (streamed or not), `POST /v1/images/generations`,
+//! `POST /v1/audio/transcriptions`, `POST /v1/audio/speech`. A bearer token is required: generated
 //! once into `<config>.local-api-token` (mode 0600) and kept across
 //! restarts, or `local_api_token`.
 
@@ -121,6 +122,8 @@ pub async fn start(
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/images/generations", post(images))
+        .route("/v1/audio/transcriptions", post(transcriptions))
+        .route("/v1/audio/speech", post(speech))
         .with_state(shared);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -492,4 +495,174 @@ async fn images(
         }
     }
     Ok(Json(json!({"created": now_secs(), "data": data})))
+}
+
+/// `POST /v1/audio/transcriptions` (multipart): `file`, `model`,
+/// `language`, `prompt`, `response_format` (json, text, verbose_json),
+/// `timestamp_granularities[]`.
+async fn transcriptions(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    mut form: axum::extract::Multipart,
+) -> Result<Response, ApiError> {
+    check_token(&shared, &headers)?;
+    let dir = tempfile::tempdir().map_err(|e| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        kind: "server_error",
+        code: None,
+        message: format!("no room for the upload: {e}"),
+        retry_after: None,
+    })?;
+    let mut fields = openai::TranscriptionForm::default();
+    let mut audio: Option<std::path::PathBuf> = None;
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| ApiError::bad(format!("the multipart body does not read: {e}")))?
+    {
+        let name = field.name().unwrap_or_default().to_string();
+        if name == "file" {
+            let file_name = field
+                .file_name()
+                .map(|n| crate::jobs::safe_name(n, "audio"))
+                .unwrap_or_else(|| "audio".into());
+            let bytes = field
+                .bytes()
+                .await
+                .map_err(|e| ApiError::bad(format!("field `file`: {e}")))?;
+            let path = dir.path().join(file_name);
+            std::fs::write(&path, &bytes).map_err(|e| ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                kind: "server_error",
+                code: None,
+                message: format!("cannot keep the upload: {e}"),
+                retry_after: None,
+            })?;
+            audio = Some(path);
+        } else {
+            let value = field
+                .text()
+                .await
+                .map_err(|e| ApiError::bad(format!("field `{name}`: {e}")))?;
+            fields.set(&name, value);
+        }
+    }
+    let audio = audio.ok_or_else(|| ApiError::bad("the form has no `file`"))?;
+    let (task, format) = fields
+        .task(&audio.to_string_lossy())
+        .map_err(ApiError::bad)?;
+    let model = fields.model.clone().unwrap_or_else(|| "synthetic".into());
+    let claim = claim_for(&shared, &model, Task::AudioStt(task))?;
+    let JobData::Json(result) = run(&shared, claim).await? else {
+        return Err(ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            kind: "server_error",
+            code: None,
+            message: "the engine answered a transcription with a file".into(),
+            retry_after: None,
+        });
+    };
+    drop(dir);
+    Ok(match format {
+        openai::TranscriptFormat::Text => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{}\n", result["text"].as_str().unwrap_or_default()),
+        )
+            .into_response(),
+        openai::TranscriptFormat::Json => Json(json!({"text": result["text"]})).into_response(),
+        openai::TranscriptFormat::Verbose => {
+            Json(openai::verbose_transcript(&result)).into_response()
+        }
+    })
+}
+
+/// `POST /v1/audio/speech`: `model`, `input`, `voice`, `speed`,
+/// `response_format` (wav, mp3, opus, flac); the audio bytes back.
+async fn speech(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Result<Json<openai::SpeechRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    check_token(&shared, &headers)?;
+    let Json(req) = body?;
+    let task = req.task().map_err(ApiError::bad)?;
+    let ext = task.effective_ext().to_string();
+    let claim = claim_for(&shared, &req.model, Task::AudioTts(task))?;
+    match run(&shared, claim).await? {
+        JobData::Bytes { data, .. } => Ok((
+            [(
+                header::CONTENT_TYPE,
+                studio_protocol::studio::http::content_type_for_ext(&ext),
+            )],
+            data,
+        )
+            .into_response()),
+        JobData::Json(_) => Err(ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            kind: "server_error",
+            code: None,
+            message: "the engine answered a speech request with JSON".into(),
+            retry_after: None,
+        }),
+    }
+}
+
+/// `studio-worker serve`: the local API (and the metrics endpoint) on a
+/// scheduler of its own, with no studio session. Refuses to start while a
+/// worker already runs with this config (one scheduler per GPU). SIGTERM
+/// or Ctrl-C drains: the running request finishes, then exit 0.
+pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
+    let cfg = Config::load(&config_path)?;
+    if let Some(a) =
+        crate::control::client::ask(&config_path, reqwest::Method::GET, "/healthz").await?
+    {
+        let pid = crate::control::read_run_file(&config_path).map_or(0, |r| r.pid);
+        bail!(
+            "a worker (pid {pid}) already runs with {} (it answered: {}): one scheduler per GPU; stop it first, or set local_api_listen for it",
+            config_path.display(),
+            a.body.trim()
+        );
+    }
+    let listen = cfg.local_api_listen.trim();
+    if listen.is_empty() || listen.eq_ignore_ascii_case("off") {
+        bail!("serve needs local_api_listen in the config (e.g. \"127.0.0.1:11435\")");
+    }
+    let mut signals = crate::platform::StopSignals::new()?;
+    let endpoint = crate::control::start(&cfg, &config_path).await?;
+    let gpus = crate::gpu::probe();
+    let gpu = gpus.iter().max_by_key(|g| g.total_bytes).map(|g| g.index);
+    let (handle, mut life, task) = crate::scheduler::start(crate::scheduler::Setup {
+        status_path: Some(crate::state::status_path_for(&config_path)),
+        host: crate::capabilities::HostFacts::with_gpus(&gpus),
+        catalog: crate::runner::EngineCatalog::discover(&cfg),
+        slots: vec![crate::scheduler::SlotSetup {
+            gpu,
+            table: None,
+            target: None,
+        }],
+        gpus,
+        cfg: cfg.clone(),
+    });
+    if let Some(e) = &endpoint {
+        e.attach(handle.clone());
+    }
+    let api = start(&cfg, &config_path, handle.clone()).await?;
+    if let (Some(e), Some(a)) = (&endpoint, &api) {
+        e.note_local_api(a.addr);
+    }
+    signals.recv().await;
+    tracing::info!(target: "worker", "signal received: draining (the running request finishes), send again to exit at once");
+    handle.send(crate::scheduler::Event::Shutdown);
+    tokio::select! {
+        _ = life.wait_for(|l| l.finished) => {}
+        _ = signals.recv() => {
+            tracing::warn!(target: "worker", "second signal: exiting now");
+            crate::runner::kill_all_groups();
+        }
+    }
+    drop(api);
+    handle.stop().await;
+    let _ = task.await;
+    drop(endpoint);
+    Ok(())
 }

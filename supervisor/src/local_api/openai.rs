@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use studio_protocol::studio::{ChatMessage, ImageTask, LlmTask};
+use studio_protocol::studio::{AudioSttTask, AudioTtsTask, ChatMessage, ImageTask, LlmTask};
 
 /// A message's content: a string, or parts of which the text ones count.
 #[derive(Debug, Deserialize)]
@@ -204,6 +204,142 @@ impl ImagesRequest {
     }
 }
 
+/// What a transcription answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TranscriptFormat {
+    /// `{"text"}`.
+    Json,
+    /// The text alone.
+    Text,
+    /// Language, duration and segments (or words) too.
+    Verbose,
+}
+
+/// The text fields of a transcription form.
+#[derive(Debug, Default)]
+pub struct TranscriptionForm {
+    /// Model id.
+    pub model: Option<String>,
+    /// Language (ISO 639-1).
+    pub language: Option<String>,
+    /// Initial prompt.
+    pub prompt: Option<String>,
+    /// `json`, `text`, `verbose_json`.
+    pub response_format: Option<String>,
+    /// `segment` and/or `word`.
+    pub granularities: Vec<String>,
+}
+
+impl TranscriptionForm {
+    /// Records one field (unknown ones are ignored, like the API does).
+    pub fn set(&mut self, name: &str, value: String) {
+        match name {
+            "model" => self.model = Some(value),
+            "language" => self.language = Some(value),
+            "prompt" => self.prompt = Some(value),
+            "response_format" => self.response_format = Some(value),
+            "timestamp_granularities[]" | "timestamp_granularities" => {
+                self.granularities.push(value)
+            }
+            _ => {}
+        }
+    }
+
+    /// The task for the audio at `input`, and the answer's format.
+    pub fn task(&self, input: &str) -> Result<(AudioSttTask, TranscriptFormat), String> {
+        let format = match self.response_format.as_deref() {
+            None | Some("json") => TranscriptFormat::Json,
+            Some("text") => TranscriptFormat::Text,
+            Some("verbose_json") => TranscriptFormat::Verbose,
+            Some(f) => {
+                return Err(format!(
+                    "response_format `{f}` is not json, text or verbose_json"
+                ))
+            }
+        };
+        let timestamps = if format != TranscriptFormat::Verbose {
+            None
+        } else if self.granularities.iter().any(|g| g == "word") {
+            Some("word".to_string())
+        } else {
+            Some("segment".to_string())
+        };
+        Ok((
+            AudioSttTask {
+                input_url: input.to_string(),
+                language: self.language.clone(),
+                prompt: self.prompt.clone(),
+                timestamps,
+                ..Default::default()
+            },
+            format,
+        ))
+    }
+}
+
+/// The engine's transcript as `verbose_json`.
+pub fn verbose_transcript(result: &Value) -> Value {
+    let segments: Vec<Value> = result["segments"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .enumerate()
+                .map(|(i, s)| json!({"id": i, "start": s["start"], "end": s["end"], "text": s["text"]}))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "task": "transcribe",
+        "language": result["language"],
+        "duration": result["duration"],
+        "text": result["text"],
+        "segments": segments,
+    })
+}
+
+/// `POST /v1/audio/speech`.
+#[derive(Debug, Deserialize)]
+pub struct SpeechRequest {
+    /// Model id.
+    pub model: String,
+    /// The text to speak.
+    pub input: String,
+    /// Voice.
+    pub voice: Option<String>,
+    /// 0.25–4.0.
+    pub speed: Option<f64>,
+    /// `wav`, `mp3`, `opus`, `flac`.
+    pub response_format: Option<String>,
+}
+
+impl SpeechRequest {
+    /// The TTS task.
+    pub fn task(&self) -> Result<AudioTtsTask, String> {
+        if self.input.trim().is_empty() {
+            return Err("input must not be empty".into());
+        }
+        let ext = match self.response_format.as_deref() {
+            None => "wav",
+            Some(f @ ("wav" | "mp3" | "opus" | "flac")) => f,
+            Some(f) => {
+                return Err(format!(
+                    "response_format `{f}` is not wav, mp3, opus or flac"
+                ))
+            }
+        };
+        if let Some(s) = self.speed.filter(|s| !(0.25..=4.0).contains(s)) {
+            return Err(format!("speed must be 0.25 to 4.0, not {s}"));
+        }
+        Ok(AudioTtsTask {
+            text: self.input.clone(),
+            voice: self.voice.clone(),
+            speed: self.speed,
+            ext: Some(ext.to_string()),
+            ..Default::default()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,5 +390,26 @@ mod tests {
             let r: ImagesRequest = serde_json::from_value(body).unwrap();
             assert!(r.tasks().unwrap_err().contains(why));
         }
+    }
+
+    #[test]
+    fn audio_forms_become_tasks() {
+        let mut f = TranscriptionForm::default();
+        f.set("response_format", "verbose_json".into());
+        f.set("timestamp_granularities[]", "word".into());
+        f.set("language", "en".into());
+        let (t, format) = f.task("/tmp/a.wav").unwrap();
+        assert_eq!(format, TranscriptFormat::Verbose);
+        assert_eq!(t.timestamps.as_deref(), Some("word"));
+        assert_eq!(t.input_url, "/tmp/a.wav");
+        f.set("response_format", "srt".into());
+        assert!(f.task("x").unwrap_err().contains("srt"));
+        let s: SpeechRequest =
+            serde_json::from_value(json!({"model": "v", "input": "hi", "speed": 5.0})).unwrap();
+        assert!(s.task().unwrap_err().contains("0.25 to 4.0"));
+        let s: SpeechRequest =
+            serde_json::from_value(json!({"model": "v", "input": "hi", "response_format": "flac"}))
+                .unwrap();
+        assert_eq!(s.task().unwrap().ext.as_deref(), Some("flac"));
     }
 }

@@ -1599,6 +1599,8 @@ impl Scheduler {
                 })
                 .collect(),
             recent: self.recent.iter().cloned().collect(),
+            engines: self.runners.catalog().names(),
+            unusable: self.runners.catalog().unusable().clone(),
             counters: self.counters.clone(),
             metrics: self.metrics.clone(),
         }

@@ -34,6 +34,12 @@ pub struct Snapshot {
     pub local_queue: usize,
     /// Live runners, one per loaded model.
     pub runners: Vec<RunnerStatus>,
+    /// Engines this worker runs.
+    #[serde(default)]
+    pub engines: Vec<String>,
+    /// Engines it cannot run here, with the reason.
+    #[serde(default)]
+    pub unusable: std::collections::BTreeMap<String, String>,
     /// The GPU memory ledger, per GPU.
     pub gpus: Vec<GpuStatus>,
     /// The last finished jobs, newest last (at most [`RECENT`]).
