@@ -215,7 +215,7 @@ except openai.APIStatusError as e:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_studio_offer_during_a_local_job_is_rejected_busy() {
+async fn a_studio_offer_during_a_local_stream_is_rejected_busy_and_the_stream_completes() {
     let studio = FakeStudio::start().await;
     let gate = Gate::new();
     // A named model that is a fault: its jobs wait at the gate.
@@ -231,8 +231,8 @@ async fn a_studio_offer_during_a_local_job_is_rejected_busy() {
         &format!(
             r#"
 import json, openai
-r = openai.OpenAI().chat.completions.create(model={:?}, messages=[{{"role": "user", "content": "hi"}}], max_tokens=8)
-print(json.dumps({{"content": r.choices[0].message.content}}))
+parts = [ch.choices[0].delta.content or "" for ch in openai.OpenAI().chat.completions.create(model={:?}, messages=[{{"role": "user", "content": "hi"}}], max_tokens=8, stream=True) if ch.choices]
+print(json.dumps({{"content": "".join(parts)}}))
 "#,
             gate.model()
         ),
@@ -366,7 +366,10 @@ c.audio.speech.create(model="voice", voice="en", input={sentence:?}, response_fo
 text = c.audio.transcriptions.create(model="whisper-tiny.en", file=open(wav, "rb"), response_format="text", language="en")
 verbose = c.audio.transcriptions.create(model="whisper-tiny.en", file=open(wav, "rb"), response_format="verbose_json", timestamp_granularities=["segment"])
 plain = c.audio.transcriptions.create(model="whisper-tiny.en", file=open(wav, "rb"))
-print(json.dumps({{"text": text, "verbose": {{"text": verbose.text, "language": verbose.language, "duration": verbose.duration,
+heads = {{}}
+for fmt in ["mp3", "opus", "flac"]:
+    heads[fmt] = c.audio.speech.create(model="voice", voice="en", input="hello", response_format=fmt).content[:4].hex()
+print(json.dumps({{"heads": heads, "text": text, "verbose": {{"text": verbose.text, "language": verbose.language, "duration": verbose.duration,
     "segments": [[s.start, s.end, s.text] for s in verbose.segments]}}, "plain": plain.text}}))
 "#,
         dir = dir.path().display().to_string()
@@ -388,6 +391,14 @@ print(json.dumps({{"text": text, "verbose": {{"text": verbose.text, "language": 
     let duration = out["verbose"]["duration"].as_f64().unwrap();
     assert!(end > 0.0 && end <= duration + 0.5, "{out}");
     assert_eq!(out["verbose"]["language"], "en");
+    // The other formats carry their containers' signatures.
+    let head = |f: &str| out["heads"][f].as_str().unwrap().to_string();
+    assert!(
+        head("mp3").starts_with("494433") || head("mp3").starts_with("fff"),
+        "{out}"
+    );
+    assert_eq!(head("opus"), hex::encode(b"OggS"), "{out}");
+    assert_eq!(head("flac"), hex::encode(b"fLaC"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

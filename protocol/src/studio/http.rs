@@ -28,6 +28,8 @@ pub fn content_type_for_ext(ext: &str) -> &'static str {
         "gif" => "image/gif",
         "wav" => "audio/wav",
         "mp3" => "audio/mpeg",
+        "ogg" => "audio/ogg",
+        "flac" => "audio/flac",
         "mp4" => "video/mp4",
         "webm" => "video/webm",
         _ => "application/octet-stream",

@@ -318,9 +318,11 @@ impl SpeechRequest {
         if self.input.trim().is_empty() {
             return Err("input must not be empty".into());
         }
+        // Opus travels in an Ogg container (the encoders' `ogg`).
         let ext = match self.response_format.as_deref() {
             None => "wav",
-            Some(f @ ("wav" | "mp3" | "opus" | "flac")) => f,
+            Some("opus") => "ogg",
+            Some(f @ ("wav" | "mp3" | "flac")) => f,
             Some(f) => {
                 return Err(format!(
                     "response_format `{f}` is not wav, mp3, opus or flac"
