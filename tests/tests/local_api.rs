@@ -429,3 +429,52 @@ print(json.dumps({"content": r.choices[0].message.content}))
     let exit = serve.wait_exit().await;
     assert!(exit.success(), "{exit:?}\n{}", serve.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_request_goes_where_its_model_is_resident_else_to_the_roomiest_gpu() {
+    use studio_worker_tests::studio::{TOKEN, WORKER_ID};
+    let studio = FakeStudio::start().await;
+    studio.add_identity("w-gpu-1", "tok-gpu-1");
+    let home = WorkerHome::new(
+        &studio.url(),
+        None,
+        &format!(
+            "{API}gpus = \"all\"\n\
+             [[worker]]\ngpu = 0\nworker_id = \"{WORKER_ID}\"\nauth_token = \"{TOKEN}\"\n\
+             [[worker]]\ngpu = 1\nworker_id = \"w-gpu-1\"\nauth_token = \"tok-gpu-1\"\n\
+             [[models]]\nname = \"other\"\nengine = \"synthetic\"\nfiles = []\n"
+        ),
+    );
+    // GPU 0 has 24 GB, GPU 1 has 8 GB.
+    let _worker = home.spawn_run(&[("STUDIO_WORKER_FAKE_GPUS", "24,8")]);
+    studio.wait_session(1).await;
+    studio.wait_session_of("w-gpu-1").await;
+    // A studio job on GPU 1 leaves the synthetic model resident there.
+    studio.offer_to("w-gpu-1", claim("studio-on-1", image(8, 8, "png")));
+    studio.wait_upload("studio-on-1").await;
+    let api = api_of(&home).await;
+    let ep = studio_worker_tests::prom::Endpoint::of(&home).await;
+    let chat = |model: &str| {
+        format!(
+            r#"
+import json, openai
+r = openai.OpenAI().chat.completions.create(model={model:?}, messages=[{{"role": "user", "content": "hi"}}], max_tokens=4)
+print(json.dumps({{"content": r.choices[0].message.content}}))
+"#
+        )
+    };
+    let local_on = |s: &studio_worker_tests::prom::Scrape, gpu: &str| {
+        s.sum(
+            "studio_worker_jobs_total",
+            &[("origin", "local"), ("gpu", gpu), ("outcome", "completed")],
+        )
+    };
+    // Resident on GPU 1: it goes there, though GPU 0 has more room.
+    answer(python(&api, &chat("synthetic"))).await;
+    let s = ep.scrape().await;
+    assert_eq!((local_on(&s, "0"), local_on(&s, "1")), (0.0, 1.0));
+    // Not resident anywhere: the GPU with the most room.
+    answer(python(&api, &chat("other"))).await;
+    let s = ep.scrape().await;
+    assert_eq!((local_on(&s, "0"), local_on(&s, "1")), (1.0, 1.0));
+}

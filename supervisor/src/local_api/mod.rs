@@ -1,7 +1,8 @@
 //! A local OpenAI-compatible API (`local_api_listen`, off by default) that
 //! shares the rig with studio jobs: every request is a local job submitted
 //! to the same scheduler (same admission, GPU ledger and kept-loaded
-//! runners), never a second runner pool. While a studio job runs, requests
+//! runners), never a second runner pool; it runs on the GPU where its
+//! model is resident, else the one with the most memory available. While a studio job runs, requests
 //! wait in a bounded queue (`local_api_queue`; full → 503 with
 //! `Retry-After`); while a local job runs, studio offers are answered
 //! `busy`.

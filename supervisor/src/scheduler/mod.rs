@@ -766,7 +766,7 @@ impl Scheduler {
         queue: Option<usize>,
         stream: bool,
     ) {
-        let slot = 0;
+        let slot = self.local_slot(&claim);
         if let Some(cap) = queue {
             self.local_queue.retain(|(_, u, _)| !u.is_closed());
             if self.jobs.busy(slot) || !self.local_queue.is_empty() || self.draining() {
@@ -807,17 +807,51 @@ impl Scheduler {
         }
     }
 
+    /// The session slot a local job runs on: the one whose GPU holds its
+    /// model, else the one whose GPU has the most memory available (slot 0
+    /// without GPUs).
+    fn local_slot(&self, claim: &JobOfferClaim) -> usize {
+        let slot_of = |gpu: Option<u32>| {
+            self.slots
+                .iter()
+                .position(|s| s.gpu == gpu && gpu.is_some())
+        };
+        let resident = self.slots.iter().find_map(|s| {
+            let key = RunnerKey::for_claim(s.gpu, claim);
+            self.runners
+                .residents()
+                .iter()
+                .any(|r| r.key == key)
+                .then(|| slot_of(s.gpu))
+                .flatten()
+        });
+        resident
+            .or_else(|| {
+                self.slots
+                    .iter()
+                    .filter_map(|s| s.gpu)
+                    .max_by_key(|g| self.ledger.available(*g, &self.runners).unwrap_or(0))
+                    .and_then(|g| slot_of(Some(g)))
+            })
+            .unwrap_or(0)
+    }
+
     /// Starts the next queued local request whose client still waits,
-    /// when the GPU is free.
+    /// when the GPU it goes to is free.
     fn next_local(&mut self) {
-        while !self.jobs.busy(0) && !self.draining() {
+        while !self.draining() {
             let Some((claim, updates, stream)) = self.local_queue.pop_front() else {
                 return;
             };
-            if !updates.is_closed() {
-                self.on_local(claim, updates, None, stream);
+            if updates.is_closed() {
+                continue;
+            }
+            if self.jobs.busy(self.local_slot(&claim)) {
+                self.local_queue.push_front((claim, updates, stream));
                 return;
             }
+            self.on_local(claim, updates, None, stream);
+            return;
         }
     }
 
