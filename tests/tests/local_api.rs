@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use studio_worker_tests::bounds;
 use studio_worker_tests::claims::{claim, claim_with, image};
 use studio_worker_tests::models;
-use studio_worker_tests::proc::{Gate, WorkerHome};
+use studio_worker_tests::proc::{Gate, WorkerHome, WorkerProc};
 use studio_worker_tests::start_worker;
 use studio_worker_tests::studio::FakeStudio;
 
@@ -64,6 +64,19 @@ async fn answer(child: std::process::Child) -> Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// A worker with the local API and the test GGUF as `[[models]]` `smol`,
+/// and the API's address and token.
+async fn with_smol() -> (FakeStudio, WorkerHome, WorkerProc, (String, String)) {
+    let studio = FakeStudio::start().await;
+    let config = format!(
+        "{API}[[models]]\nname = \"smol\"\nengine = \"llama-cpp\"\nfiles = [{{ role = \"model\", path = \"{}\" }}]\n",
+        models::path(models::GGUF).display()
+    );
+    let (home, worker) = start_worker(&studio, &config, &[]).await;
+    let api = api_of(&home).await;
+    (studio, home, worker, api)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,13 +134,7 @@ print(json.dumps(out))
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_llama_model_answers_with_stop_strings_and_a_json_schema() {
-    let studio = FakeStudio::start().await;
-    let config = format!(
-        "{API}[[models]]\nname = \"smol\"\nengine = \"llama-cpp\"\nfiles = [{{ role = \"model\", path = \"{}\" }}]\n",
-        models::path(models::GGUF).display()
-    );
-    let (home, _worker) = start_worker(&studio, &config, &[]).await;
-    let api = api_of(&home).await;
+    let (_studio, _home, _worker, api) = with_smol().await;
     let script = r#"
 import json, openai
 c = openai.OpenAI()
@@ -293,13 +300,7 @@ print(json.dumps({"whole": whole, "parts": parts, "finish": finish, "usage": usa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_llama_stream_matches_the_answer_and_a_closed_stream_stops_generating() {
-    let studio = FakeStudio::start().await;
-    let config = format!(
-        "{API}[[models]]\nname = \"smol\"\nengine = \"llama-cpp\"\nfiles = [{{ role = \"model\", path = \"{}\" }}]\n",
-        models::path(models::GGUF).display()
-    );
-    let (home, _worker) = start_worker(&studio, &config, &[]).await;
-    let api = api_of(&home).await;
+    let (_studio, home, _worker, api) = with_smol().await;
     // Greedy decoding: the whole answer, then the same streamed, then the
     // same streamed again but closed after three pieces.
     let script = r#"
