@@ -102,6 +102,7 @@ impl WorkerHome {
             .arg("--config")
             .arg(self.config())
             .args(args)
+            .env("STUDIO_WORKER_LOCK_DIR", self.dir.path())
             .envs(env.iter().copied())
             .output()
             .expect("run studio-worker")
@@ -131,6 +132,9 @@ impl WorkerHome {
     ) -> WorkerProc {
         let mut cmd = Command::new(program);
         cmd.arg("--config").arg(self.config()).arg(command);
+        // Tests run side by side on the same fake GPUs: each worker claims
+        // them in its own directory unless the test shares one.
+        cmd.env("STUDIO_WORKER_LOCK_DIR", self.dir.path());
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -432,6 +432,53 @@ print(json.dumps({"content": r.choices[0].message.content}))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_scheduler_per_gpu_whatever_config_each_worker_reads() {
+    let studio = FakeStudio::start().await;
+    // Two configs on one host: their claims meet in one directory.
+    let claims = tempfile::tempdir().unwrap();
+    let lock_dir = claims.path().to_str().unwrap();
+    let env = [
+        ("STUDIO_WORKER_FAKE_GPUS", "24"),
+        ("STUDIO_WORKER_LOCK_DIR", lock_dir),
+    ];
+    let (home, mut worker) = start_worker(&studio, API, &env).await;
+    let other = WorkerHome::new("http://127.0.0.1:9", None, API);
+    // Spawned, not run to completion: without the guard it would serve.
+    let mut refused = other.spawn_serve(&env);
+    assert!(!refused.wait_exit().await.success());
+    let said = refused.log();
+    assert!(said.contains("GPU 0"), "{said}");
+    assert!(
+        said.contains(&format!(
+            "pid {}, `run` with {}",
+            worker.pid(),
+            home.config().display()
+        )),
+        "{said}"
+    );
+
+    // Once the worker is gone the GPU is free; a `serve` holding it now
+    // refuses a `run` in turn.
+    worker.signal(libc::SIGTERM);
+    assert!(worker.wait_exit().await.success(), "{}", worker.log());
+    let mut serve = other.spawn_serve(&env);
+    api_of(&other).await;
+    let mut refused = home.spawn_run(&env);
+    assert!(!refused.wait_exit().await.success());
+    let said = refused.log();
+    assert!(
+        said.contains(&format!(
+            "pid {}, `serve` with {}",
+            serve.pid(),
+            other.config().display()
+        )),
+        "{said}"
+    );
+    serve.signal(libc::SIGTERM);
+    assert!(serve.wait_exit().await.success(), "{}", serve.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_request_goes_where_its_model_is_resident_else_to_the_roomiest_gpu() {
     use studio_worker_tests::studio::{TOKEN, WORKER_ID};
     let studio = FakeStudio::start().await;

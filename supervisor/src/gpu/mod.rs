@@ -19,6 +19,7 @@
 
 pub mod amd;
 pub mod apple;
+pub mod claim;
 pub mod fake;
 pub mod nvml;
 pub mod smi;

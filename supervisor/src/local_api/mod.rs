@@ -610,7 +610,8 @@ async fn speech(
 
 /// `studio-worker serve`: the local API (and the metrics endpoint) on a
 /// scheduler of its own, with no studio session. Refuses to start while a
-/// worker already runs with this config (one scheduler per GPU). SIGTERM
+/// worker already runs with this config, or while another `run` or
+/// `serve` holds its GPU ([`crate::gpu::claim`]: one scheduler per GPU). SIGTERM
 /// or Ctrl-C drains: the running request finishes, then exit 0.
 pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let cfg = Config::load(&config_path)?;
@@ -628,10 +629,16 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     if listen.is_empty() || listen.eq_ignore_ascii_case("off") {
         bail!("serve needs local_api_listen in the config (e.g. \"127.0.0.1:11435\")");
     }
+    let gpus = crate::gpu::probe();
+    let gpu = crate::settings::largest_gpu(&gpus);
+    let _claims = crate::gpu::claim::claim(
+        &gpus,
+        &gpu.into_iter().collect::<Vec<_>>(),
+        "serve",
+        &config_path,
+    )?;
     let mut signals = crate::platform::StopSignals::new()?;
     let endpoint = crate::control::start(&cfg, &config_path).await?;
-    let gpus = crate::gpu::probe();
-    let gpu = gpus.iter().max_by_key(|g| g.total_bytes).map(|g| g.index);
     let (handle, mut life, task) = crate::scheduler::start(crate::scheduler::Setup {
         status_path: Some(crate::state::status_path_for(&config_path)),
         host: crate::capabilities::HostFacts::with_gpus(&gpus),

@@ -186,6 +186,10 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let gpus = crate::gpu::probe();
     let cfg = wait_for_credentials(&config_path, &gpus, &mut shutdown).await?;
     let plans = crate::settings::sessions(&cfg, &gpus)?;
+    // One scheduler per GPU: another `run` or `serve` on these GPUs
+    // refuses this one before anything is loaded.
+    let used: Vec<u32> = plans.iter().filter_map(|p| p.gpu).collect();
+    let _claims = crate::gpu::claim::claim(&gpus, &used, "run", &config_path)?;
     let host = HostFacts::with_gpus(&gpus);
     let catalog = EngineCatalog::discover(&cfg);
     let slots = plans
