@@ -76,9 +76,12 @@ fn model_source_examples() {
     assert_eq!(s, ModelSource::synthetic());
     // Engines this worker does not know still parse, by name.
     let odd: ModelSource =
+        serde_json::from_str(&SYNTH_SOURCE.replace("synthetic", "comfyui")).unwrap();
+    assert_eq!(odd.engine, Engine::Other("comfyui".into()));
+    assert_eq!(serde_json::to_value(&odd).unwrap()["engine"], "comfyui");
+    let app: ModelSource =
         serde_json::from_str(&SYNTH_SOURCE.replace("synthetic", "gradio")).unwrap();
-    assert_eq!(odd.engine, Engine::Other("gradio".into()));
-    assert_eq!(serde_json::to_value(&odd).unwrap()["engine"], "gradio");
+    assert_eq!(app.engine, Engine::Gradio);
 }
 
 #[test]

@@ -97,6 +97,14 @@ pub const FAMILIES: &[Family] = &[
         native_crates: &[],
         programs: &["espeak-ng"],
     },
+    Family {
+        engine: "gradio",
+        binary: "engine-runner-gradio",
+        args: &[],
+        kinds: &[TaskKind::Image],
+        native_crates: &[],
+        programs: &[],
+    },
 ];
 
 /// The family serving `engine`, if this build has one.

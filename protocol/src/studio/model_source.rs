@@ -59,6 +59,8 @@ pub enum Engine {
     Piper,
     /// espeak-ng (audio_tts without a model file).
     Espeak,
+    /// A Gradio app on this host (image; no model files).
+    Gradio,
     /// Parakeet: LAN streaming only, never available for jobs.
     Parakeet,
     /// A name this worker does not know.
@@ -76,6 +78,7 @@ impl Engine {
             Engine::Onnx => "onnx",
             Engine::Piper => "piper",
             Engine::Espeak => "espeak",
+            Engine::Gradio => "gradio",
             Engine::Parakeet => "parakeet",
             Engine::Other(s) => s,
         }
@@ -91,6 +94,7 @@ impl Engine {
             "onnx" => Engine::Onnx,
             "piper" => Engine::Piper,
             "espeak" => Engine::Espeak,
+            "gradio" => Engine::Gradio,
             "parakeet" => Engine::Parakeet,
             other => Engine::Other(other.to_string()),
         }
