@@ -69,8 +69,14 @@ pub fn snapshot(
     of: For,
 ) -> WorkerCapabilities {
     let mut per_kind: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // With `engine = "gradio"` every image job goes to the app: only it
+    // speaks for the image kind (and nothing does while it is unusable).
+    let gradio_only = cfg.routes_images_to_gradio();
     for engine in catalog.names() {
         for &kind in catalog.kinds(&engine) {
+            if gradio_only && kind == TaskKind::Image && engine != "gradio" {
+                continue;
+            }
             let ids = per_kind.entry(kind.as_str().to_string()).or_default();
             if engine == "synthetic" {
                 ids.push("synthetic".into());
@@ -80,9 +86,17 @@ pub fn snapshot(
             }
         }
     }
-    if let Some(only) = &cfg.supported_models_override {
-        for ids in per_kind.values_mut() {
-            ids.retain(|id| only.contains(id));
+    // The seed's `supported_models_override` declares the image model ids
+    // (the models the owner verified in their app) in place of the image
+    // engines' own ids.
+    if let Some(ids) = cfg
+        .supported_models_override
+        .as_ref()
+        .filter(|o| !o.is_empty())
+    {
+        if let Some(image) = per_kind.get_mut(TaskKind::Image.as_str()) {
+            *image = ids.iter().map(|i| i.trim().to_string()).collect();
+            image.retain(|i| !i.is_empty());
         }
     }
     for ids in per_kind.values_mut() {
@@ -114,5 +128,74 @@ pub fn snapshot(
             .map(|k| k.as_str().to_string())
             .collect(),
         supported_models_per_kind: per_kind,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> HostFacts {
+        HostFacts {
+            machine_name: "rig".into(),
+            username: "me".into(),
+            vram_total_gb: 24.0,
+            gpu_totals_gb: vec![(0, 24.0)],
+        }
+    }
+
+    fn advertised(extra: &str, engines: &[(&str, &[TaskKind])]) -> BTreeMap<String, Vec<String>> {
+        let cfg: Config = toml::from_str(&format!("api_base_url = \"http://x\"\n{extra}")).unwrap();
+        snapshot(
+            &cfg,
+            &host(),
+            &EngineCatalog::of(engines),
+            false,
+            For::default(),
+        )
+        .supported_models_per_kind
+    }
+
+    const ENGINES: &[(&str, &[TaskKind])] = &[
+        ("synthetic", &TaskKind::ALL),
+        ("sd-cpp", &[TaskKind::Image, TaskKind::Video]),
+        ("llama-cpp", &[TaskKind::Llm]),
+        ("gradio", &[TaskKind::Image]),
+    ];
+
+    #[test]
+    fn every_engine_advertises_its_sentinel_per_kind() {
+        let k = advertised("", ENGINES);
+        assert_eq!(
+            k["image"],
+            ["gradio:*", "sd-cpp:*", "synthetic", "synthetic-image"]
+        );
+        assert_eq!(k["llm"], ["llama-cpp:*", "synthetic", "synthetic-llm"]);
+    }
+
+    #[test]
+    fn the_override_declares_the_image_models_and_leaves_other_kinds_alone() {
+        let k = advertised(
+            "supported_models_override = [\"sdxl\", \"flux\"]\n",
+            ENGINES,
+        );
+        assert_eq!(k["image"], ["flux", "sdxl"]);
+        assert_eq!(k["llm"], ["llama-cpp:*", "synthetic", "synthetic-llm"]);
+        assert_eq!(k["video"], ["sd-cpp:*", "synthetic", "synthetic-video"]);
+    }
+
+    #[test]
+    fn with_engine_gradio_only_the_app_speaks_for_images() {
+        let k = advertised("engine = \"gradio\"\n", ENGINES);
+        assert_eq!(k["image"], ["gradio:*"]);
+        assert_eq!(k["video"], ["sd-cpp:*", "synthetic", "synthetic-video"]);
+        let k = advertised(
+            "engine = \"gradio\"\nsupported_models_override = [\"sdxl\"]\n",
+            ENGINES,
+        );
+        assert_eq!(k["image"], ["sdxl"]);
+        // The app unusable: no image kind at all rather than a promise.
+        let k = advertised("engine = \"gradio\"\n", &ENGINES[..3]);
+        assert!(!k.contains_key("image"), "{k:?}");
     }
 }

@@ -67,13 +67,21 @@ pub struct Config {
     pub auto_start: bool,
     /// False: online but not claiming (offers rejected `paused`).
     pub auto_enabled: bool,
-    /// Seed key, kept for old files; the worker always advertises `multi`.
+    /// Seed key: `"gradio"` sends every studio image job to the Gradio
+    /// app at `gradio_endpoint_url`, whatever its `modelSource` says (the
+    /// worker still advertises `multi`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine: Option<String>,
-    /// Seed key for the (future) gradio engine.
+    /// Seed key: the Gradio app the `gradio` engine calls.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gradio_endpoint_url: Option<String>,
-    /// Seed key: advertise only these models.
+    /// Allow a `gradio_endpoint_url` that is not on this host.
+    pub gradio_allow_remote: bool,
+    /// `[gradio]`: how image jobs map onto the app's endpoint.
+    #[serde(skip_serializing_if = "GradioTable::is_default")]
+    pub gradio: GradioTable,
+    /// Seed key: the image model ids to advertise (replacing the image
+    /// engines' sentinel ids), e.g. the models a Gradio app serves.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub supported_models_override: Option<Vec<String>>,
     /// Update automatically between jobs.
@@ -163,6 +171,40 @@ pub struct Config {
     /// The per-GPU identities (`[[worker]]`), used when `gpus` is set.
     #[serde(rename = "worker", skip_serializing_if = "Vec::is_empty")]
     pub workers: Vec<WorkerTable>,
+}
+
+/// The `[gradio]` table: which endpoint of the app image jobs call and
+/// how task fields become its parameters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GradioTable {
+    /// The endpoint (`/generate`); unset: the first that takes a text
+    /// prompt and returns an image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_name: Option<String>,
+    /// Task field (`prompt`, `negativePrompt`, `width`, `height`,
+    /// `steps`, `seed`, `cfgScale`, `samplingMethod`, `initImageUrl`,
+    /// `maskUrl`, `denoise`) → the endpoint's parameter name; `""` leaves
+    /// the field out. Unmapped fields go to parameters of the usual names.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub params: std::collections::BTreeMap<String, String>,
+    /// Parameter name → a value sent with every job.
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub fixed: serde_json::Map<String, serde_json::Value>,
+    /// The longest one job may take in the app, its queue included;
+    /// default: `job_timeout_secs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// A bearer token for an app behind auth (an `hf_…` token for a
+    /// Hugging Face Space).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+}
+
+impl GradioTable {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// `gpus = "all"` or `gpus = [0, 2]`, as written.
@@ -257,6 +299,8 @@ impl Default for Config {
             auto_enabled: true,
             engine: None,
             gradio_endpoint_url: None,
+            gradio_allow_remote: false,
+            gradio: GradioTable::default(),
             supported_models_override: None,
             auto_update_enabled: true,
             auto_update_interval_secs: 1800,
@@ -297,6 +341,13 @@ impl Default for Config {
 }
 
 impl Config {
+    /// `engine = "gradio"`: studio image jobs go to the Gradio app.
+    pub fn routes_images_to_gradio(&self) -> bool {
+        self.engine
+            .as_deref()
+            .is_some_and(|e| e.trim().eq_ignore_ascii_case("gradio"))
+    }
+
     /// The platform config path (`~/.config/minis-studio-worker/config.toml`
     /// on Linux).
     pub fn default_path() -> Result<PathBuf, ConfigError> {

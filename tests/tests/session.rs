@@ -222,7 +222,7 @@ async fn malformed_frames_and_offers_keep_the_session() {
     }
 
     // An engine this worker lacks: accepted, failed retryable, naming it.
-    for engine in ["gradio", "onnx", "parakeet"] {
+    for engine in ["comfyui", "gradio", "onnx", "parakeet"] {
         let mut c = claim(&format!("eng-{engine}"), llm("hi"));
         c["modelSource"]["engine"] = json!(engine);
         studio.offer(c);
@@ -233,7 +233,7 @@ async fn malformed_frames_and_offers_keep_the_session() {
     let fail = studio
         .frames("fail")
         .into_iter()
-        .find(|f| f["jobId"] == "eng-gradio")
+        .find(|f| f["jobId"] == "eng-comfyui")
         .unwrap();
     // Names what this host has (synthetic always; sd-cpp when built).
     let msg = fail["error"].as_str().unwrap();

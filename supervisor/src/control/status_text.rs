@@ -79,6 +79,25 @@ pub fn summary(s: &Snapshot) -> String {
     for (engine, why) in &s.unusable {
         line("not usable", format!("{engine}: {why}"));
     }
+    if let Some(g) = &s.gradio {
+        let mut text = if g.answers {
+            format!("{} answers", g.url)
+        } else {
+            format!("{} does not answer", g.url)
+        };
+        if let Some(e) = &g.endpoint {
+            let mapping: Vec<String> = g
+                .mapping
+                .iter()
+                .map(|(field, param)| format!("{field}→{param}"))
+                .collect();
+            text.push_str(&format!("; image jobs call {e} ({})", mapping.join(", ")));
+        }
+        if !g.detail.is_empty() {
+            text.push_str(&format!("; {}", g.detail));
+        }
+        line("gradio", text);
+    }
     if s.jobs.is_empty() {
         line("job", "none".into());
     }

@@ -10,6 +10,7 @@ use studio_protocol::runner::{ErrorClass, FAMILIES};
 use studio_protocol::studio::{Engine, TaskKind};
 
 use super::child::ChildFailure;
+use super::gradio;
 
 /// How to start one engine's runner.
 #[derive(Debug, Clone)]
@@ -27,6 +28,8 @@ pub struct EngineCatalog {
     entries: BTreeMap<String, Entry>,
     /// Families this build has but this host cannot run, and why.
     unusable: BTreeMap<String, String>,
+    /// What the Gradio app answered at start.
+    gradio: Option<gradio::AppState>,
 }
 
 /// How to start one engine's runner (see [`EngineCatalog::command`]).
@@ -71,6 +74,7 @@ impl EngineCatalog {
             .unwrap_or_default();
         let mut entries = BTreeMap::new();
         let mut unusable = BTreeMap::new();
+        let mut gradio_state = None;
         for family in FAMILIES {
             if let Some(missing) = family.programs.iter().find(|p| !on_path(p)) {
                 unusable.insert(
@@ -91,11 +95,32 @@ impl EngineCatalog {
                     None => continue,
                 }
             };
-            let env = if family.uses_onnxruntime() {
+            let mut env = if family.uses_onnxruntime() {
                 ort_env.clone()
             } else {
                 Vec::new()
             };
+            let mut extra = Vec::new();
+            if family.engine == "gradio" {
+                match gradio::setup(cfg) {
+                    Ok((args, token)) => {
+                        extra = args;
+                        env.extend(token);
+                    }
+                    Err(why) => {
+                        unusable.insert(family.engine.to_string(), why);
+                        continue;
+                    }
+                }
+                let checked = gradio::check(&path, &extra, &env, cfg);
+                if let Err(why) = &checked.usable {
+                    tracing::error!(target: "engine", "engine gradio not offered: {why}");
+                    unusable.insert(family.engine.to_string(), why.clone());
+                    gradio_state = Some(checked.state);
+                    continue;
+                }
+                gradio_state = Some(checked.state);
+            }
             if family.uses_onnxruntime() {
                 if let Err(why) = check(&path, &env) {
                     tracing::warn!(target: "engine", "engine {} not offered: {why}", family.engine);
@@ -105,6 +130,7 @@ impl EngineCatalog {
             }
             let mut args = vec!["--stdio".to_string()];
             args.extend(family.args.iter().map(|a| a.to_string()));
+            args.extend(extra);
             if family.is_native() {
                 args.extend(threads.iter().cloned());
             }
@@ -118,7 +144,41 @@ impl EngineCatalog {
                 },
             );
         }
-        Self { entries, unusable }
+        Self {
+            entries,
+            unusable,
+            gradio: gradio_state,
+        }
+    }
+
+    /// A catalog of `engines` (name, kinds) with no programs, for tests of
+    /// what is advertised.
+    #[cfg(test)]
+    pub fn of(engines: &[(&str, &[TaskKind])]) -> Self {
+        Self {
+            entries: engines
+                .iter()
+                .map(|(name, kinds)| {
+                    (
+                        name.to_string(),
+                        Entry {
+                            path: PathBuf::new(),
+                            args: Vec::new(),
+                            kinds: kinds.to_vec(),
+                            env: Vec::new(),
+                        },
+                    )
+                })
+                .collect(),
+            unusable: BTreeMap::new(),
+            gradio: None,
+        }
+    }
+
+    /// The Gradio app as the start-up check found it (`None`: no
+    /// `gradio_endpoint_url`).
+    pub fn gradio(&self) -> Option<&gradio::AppState> {
+        self.gradio.as_ref()
     }
 
     /// The program, arguments and environment that start `engine`'s
@@ -196,8 +256,32 @@ fn on_path(program: &str) -> bool {
 /// Runs `runner --check` (with `env`): Ok when it loads what it needs,
 /// else the first line it printed about why.
 fn check(runner: &Path, env: &[(String, String)]) -> Result<(), String> {
+    let out = run_check(runner, &[], env)?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(first_line(&out.stderr))
+}
+
+/// The first non-empty line of a check's stderr.
+pub(super) fn first_line(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("the check failed without a reason")
+        .to_string()
+}
+
+/// Runs `runner --check ARGS` (with `env`) for at most [`CHECK_TIMEOUT`].
+pub(super) fn run_check(
+    runner: &Path,
+    args: &[String],
+    env: &[(String, String)],
+) -> Result<std::process::Output, String> {
     let mut child = std::process::Command::new(runner)
         .arg("--check")
+        .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -221,17 +305,7 @@ fn check(runner: &Path, env: &[(String, String)]) -> Result<(), String> {
             }
         }
     }
-    let out = child
+    child
         .wait_with_output()
-        .map_err(|e| format!("{} --check: {e}", runner.display()))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let text = String::from_utf8_lossy(&out.stderr);
-    Err(text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("the check failed without a reason")
-        .to_string())
+        .map_err(|e| format!("{} --check: {e}", runner.display()))
 }

@@ -12,6 +12,7 @@
 mod catalog;
 mod channel;
 mod child;
+pub mod gradio;
 mod limits;
 
 pub use catalog::EngineCatalog;

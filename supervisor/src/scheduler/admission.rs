@@ -15,7 +15,7 @@
 //! otherwise ────────────────────────────▶ accept
 //! ```
 
-use studio_protocol::studio::{ClaimError, JobOfferClaim, RejectCode};
+use studio_protocol::studio::{ClaimError, Engine, JobOfferClaim, RejectCode};
 
 use super::ledger::{bytes_of, gb, Fit};
 use super::runners::RunnerKey;
@@ -54,6 +54,9 @@ pub fn decide(s: &Scheduler, slot: usize, raw: &serde_json::Value) -> Decision {
     if let Ok(c) = &parsed {
         tracing::info!(target: "ws", job_id = %job_id, "offer {job_id}: game {}, asset {}, model {}, {} GB", c.game_id, c.asset_name, c.model, c.vram_gb_estimate);
     }
+    // The threshold answers what the studio asked, before any rerouting.
+    let asked_gb = parsed.as_ref().map_or(0.0, |c| c.vram_gb_estimate);
+    let parsed = parsed.map(|c| to_gradio(&s.cfg, c));
     let reject = |reason: String, code| Decision::Reject {
         job_id: job_id.clone(),
         reason,
@@ -83,12 +86,11 @@ pub fn decide(s: &Scheduler, slot: usize, raw: &serde_json::Value) -> Decision {
             return reject(reason, None);
         }
     }
-    if let Ok(c) = &parsed {
+    if parsed.is_ok() {
         let threshold = s.threshold(slot);
-        if c.vram_gb_estimate > threshold {
+        if asked_gb > threshold {
             let reason = format!(
-                "job needs {} GB of GPU memory (vramGbEstimate) but this worker takes jobs up to {threshold} GB (vram_threshold_gb)",
-                c.vram_gb_estimate
+                "job needs {asked_gb} GB of GPU memory (vramGbEstimate) but this worker takes jobs up to {threshold} GB (vram_threshold_gb)"
             );
             return reject(reason, None);
         }
@@ -145,4 +147,23 @@ pub fn decide(s: &Scheduler, slot: usize, raw: &serde_json::Value) -> Decision {
             None,
         ),
     }
+}
+
+/// With `engine = "gradio"` in the config, an image offer goes to the
+/// Gradio app whatever its `modelSource` says: no model files to fetch,
+/// and nothing reserved in the GPU ledger (the app's memory is the app's,
+/// and the probe already counts it as taken).
+pub fn to_gradio(cfg: &crate::config::Config, mut claim: JobOfferClaim) -> JobOfferClaim {
+    if cfg.routes_images_to_gradio()
+        && claim.task.kind() == studio_protocol::studio::TaskKind::Image
+        && claim.model_source.engine != Engine::Gradio
+    {
+        tracing::info!(target: "job", job_id = %claim.job_id, "job {}: engine = \"gradio\" sends this image job to the Gradio app instead of {}", claim.job_id, claim.model_source.engine);
+        claim.model_source.engine = Engine::Gradio;
+        claim.model_source.files.clear();
+    }
+    if claim.model_source.engine == Engine::Gradio {
+        claim.vram_gb_estimate = 0.0;
+    }
+    claim
 }

@@ -123,6 +123,8 @@ pub enum Event {
     ReleaseHold,
     /// What the update loop is doing (for the status).
     UpdateState(String),
+    /// A fresh check of the Gradio app (for the status).
+    GradioChecked(crate::runner::gradio::AppState),
     /// `pause` (true) or `resume` (false) from the control endpoint:
     /// offers rejected `paused`, heartbeats `autoEnabled: false`, the
     /// config untouched.
@@ -322,6 +324,8 @@ pub struct Scheduler {
     update_hold: Option<Option<oneshot::Sender<()>>>,
     /// What the update loop last said.
     update_state: Option<String>,
+    /// The Gradio app as last seen (start-up check, then each job).
+    gradio: Option<crate::runner::gradio::AppState>,
 }
 
 /// Starts the scheduler task.
@@ -358,7 +362,9 @@ pub fn start(setup: Setup) -> (Handle, watch::Receiver<Life>, tokio::task::JoinH
             last_heartbeat: None,
         })
         .collect();
+    let gradio = setup.catalog.gradio().cloned();
     let s = Scheduler {
+        gradio,
         runners: Runners::new(
             setup.catalog,
             cfg.max_frame_bytes,
@@ -493,6 +499,10 @@ impl Scheduler {
             }
             Event::UpdateState(state) => {
                 self.update_state = Some(state);
+                self.status_dirty = true;
+            }
+            Event::GradioChecked(state) => {
+                self.gradio = Some(state);
                 self.status_dirty = true;
             }
             Event::Stop(_) => {}
@@ -1314,6 +1324,9 @@ impl Scheduler {
             self.metrics
                 .observe(r.kind.as_str(), "total", gpu, r.accepted_at.elapsed());
         }
+        if row.is_some_and(|r| r.engine == "gradio") {
+            self.gradio_seen(outcome, class);
+        }
         if self.recent.len() == snapshot::RECENT {
             self.recent.pop_front();
         }
@@ -1428,6 +1441,7 @@ impl Scheduler {
                     .map(|w| (w.gpu, w.vram_threshold_gb.map(f64::to_bits)))
                     .collect::<Vec<_>>(),
                 c.supported_models_override.clone(),
+                c.routes_images_to_gradio(),
             )
         };
         let changed = advertised(&c) != advertised(&self.cfg);
@@ -1635,8 +1649,47 @@ impl Scheduler {
             recent: self.recent.iter().cloned().collect(),
             engines: self.runners.catalog().names(),
             unusable: self.runners.catalog().unusable().clone(),
+            gradio: self.gradio.clone(),
             counters: self.counters.clone(),
             metrics: self.metrics.clone(),
+        }
+    }
+
+    /// What a gradio job's end says of the app: it answered, or it is
+    /// away. An app that answered before its endpoint was known (it was
+    /// down at start) is checked again in the background.
+    fn gradio_seen(&mut self, outcome: &Result<(), String>, class: &str) {
+        let Some(g) = &mut self.gradio else {
+            return;
+        };
+        match outcome {
+            Ok(()) => {
+                g.answers = true;
+                g.detail.clear();
+                if g.endpoint.is_none() {
+                    if let Some(cmd) = self.runners.catalog().command("gradio") {
+                        let runner = cmd.program.clone();
+                        let args: Vec<String> = cmd
+                            .args
+                            .iter()
+                            .filter(|a| *a != "--stdio")
+                            .cloned()
+                            .collect();
+                        let env = cmd.env.to_vec();
+                        let cfg = self.cfg.clone();
+                        let tx = self.tx.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let checked = crate::runner::gradio::check(&runner, &args, &env, &cfg);
+                            let _ = tx.send(Event::GradioChecked(checked.state));
+                        });
+                    }
+                }
+            }
+            Err(e) if class == studio_protocol::runner::ErrorClass::EngineUnavailable.as_str() => {
+                g.answers = false;
+                g.detail = e.clone();
+            }
+            Err(_) => {}
         }
     }
 

@@ -29,7 +29,10 @@ pub struct RunnerKey {
 impl RunnerKey {
     /// The key of `claim`'s model on `gpu`.
     pub fn for_claim(gpu: Option<u32>, claim: &JobOfferClaim) -> Self {
-        let files = if claim.model_source.files.is_empty() {
+        let files = if claim.model_source.engine == studio_protocol::studio::Engine::Gradio {
+            // One app serves every model id the studio sends it.
+            "app".to_string()
+        } else if claim.model_source.files.is_empty() {
             claim.model.clone()
         } else {
             let mut parts: Vec<String> = claim

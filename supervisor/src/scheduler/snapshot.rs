@@ -40,6 +40,10 @@ pub struct Snapshot {
     /// Engines it cannot run here, with the reason.
     #[serde(default)]
     pub unusable: std::collections::BTreeMap<String, String>,
+    /// The Gradio app (with `gradio_endpoint_url`): whether it answers,
+    /// the endpoint image jobs call and the field mapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradio: Option<crate::runner::gradio::AppState>,
     /// The GPU memory ledger, per GPU.
     pub gpus: Vec<GpuStatus>,
     /// The last finished jobs, newest last (at most [`RECENT`]).
