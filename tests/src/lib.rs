@@ -13,6 +13,7 @@
 
 pub mod bounds;
 pub mod claims;
+pub mod gradio;
 pub mod models;
 pub mod proc;
 pub mod prom;

@@ -25,6 +25,9 @@ pub const ACTIONLINT: &str = "tools/actionlint";
 /// The official `openai` Python client and its dependencies (a folder for
 /// `PYTHONPATH`).
 pub const OPENAI: &str = "tools/py-openai";
+/// Gradio 6 and its dependencies, `gradio_client` among them (a folder
+/// for `PYTHONPATH`).
+pub const GRADIO: &str = "tools/py-gradio";
 /// The Prometheus Python client (its text parser), a wheel Python imports
 /// from directly.
 pub const PROM_CLIENT: &str = "tools/prometheus_client-0.26.0-py3-none-any.whl";
@@ -40,8 +43,11 @@ pub fn dir() -> PathBuf {
         let dir = std::env::var_os("STUDIO_WORKER_TEST_MODELS")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target/test-models"));
+        let installed = [OPENAI, GRADIO].map(|t| format!("{t}/.pins"));
         if ![GGUF, WHISPER, VOICE, ORT, OLD_ORT, INPAINT, ACTIONLINT]
             .iter()
+            .copied()
+            .chain(installed.iter().map(String::as_str))
             .all(|m| dir.join(m).is_file())
         {
             let out = std::process::Command::new(root.join("scripts/fetch-test-models"))
