@@ -3,7 +3,9 @@
 //! `engine = "gradio"`) against the same call made directly with the
 //! official `gradio_client` Python package (predict, result file
 //! downloaded), on the same app, input and machine, in alternating
-//! rounds. The difference is what our path adds per job.
+//! rounds, and against the bare HTTP calls the runner makes (queue join,
+//! event stream, result file) issued from here: the difference to those is
+//! what our path adds per job.
 //!
 //! Run: `cargo build --release --workspace --bins && target/release/gradio-bench [ROUNDS] [SIDE]`
 
@@ -34,6 +36,50 @@ for line in sys.stdin:
     data = open(path, "rb").read()
     print(f"{(time.perf_counter() - t) * 1000:.3f} {len(data)}", flush=True)
 "#;
+
+/// The same job as bare HTTP from here (queue join, the event stream to
+/// `process_completed`, the result file fetched): the floor any client of
+/// the app pays, without the worker's offer, runner, conversion and upload.
+async fn bare(http: &reqwest::Client, url: &str, side: u32, seed: u64, n: usize) -> Duration {
+    let session = format!("bench{n}");
+    let t = Instant::now();
+    let joined = http
+        .post(format!("{url}/gradio_api/queue/join"))
+        .json(&json!({"data": ["a fox", side, side, seed], "fn_index": 0, "session_hash": session}))
+        .send()
+        .await
+        .expect("join");
+    assert!(joined.status().is_success(), "join: {}", joined.status());
+    let body = http
+        .get(format!(
+            "{url}/gradio_api/queue/data?session_hash={session}"
+        ))
+        .send()
+        .await
+        .expect("queue/data")
+        .text()
+        .await
+        .expect("the event stream");
+    let done = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .find(|v| v["msg"] == "process_completed")
+        .expect("process_completed");
+    let file = done["output"]["data"][0]["url"]
+        .as_str()
+        .expect("a file url");
+    let bytes = http
+        .get(file)
+        .send()
+        .await
+        .expect("file")
+        .bytes()
+        .await
+        .expect("bytes");
+    assert!(!bytes.is_empty());
+    t.elapsed()
+}
 
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
@@ -69,7 +115,8 @@ async fn main() {
     let ready = from_client.next().and_then(Result::ok).unwrap_or_default();
     assert_eq!(ready, "ready", "gradio_client did not start");
 
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let http = reqwest::Client::new();
+    let (mut ours, mut theirs, mut floor) = (Vec::new(), Vec::new(), Vec::new());
     // Round 0 of each warms up (the runner starts, the client connects).
     for round in 0..=rounds {
         let seed = round as u64;
@@ -94,17 +141,20 @@ async fn main() {
             .next()
             .and_then(|v| v.parse().ok())
             .expect("milliseconds");
+        let raw = bare(&http, &app.url(), side, seed, round).await;
         if round > 0 {
             ours.push(worker);
             theirs.push(Duration::from_secs_f64(direct / 1000.0));
+            floor.push(raw);
         }
     }
     drop(to_client);
     let _ = client.wait();
     ours.sort();
     theirs.sort();
-    let added = |p: f64| {
-        let d = percentile(&ours, p).as_secs_f64() - percentile(&theirs, p).as_secs_f64();
+    floor.sort();
+    let added = |over: &[Duration], p: f64| {
+        let d = percentile(&ours, p).as_secs_f64() - percentile(over, p).as_secs_f64();
         format!("{:+.1} ms", d * 1000.0)
     };
     println!("gradio engine: {rounds} alternating rounds, {side}×{side} PNG, app = tests/gradio/apps.py interface");
@@ -114,6 +164,7 @@ async fn main() {
     for (name, v) in [
         ("worker: offer → runner → app queue → upload", &ours),
         ("gradio_client: predict + download", &theirs),
+        ("bare HTTP: queue join + events + file", &floor),
     ] {
         println!(
             "| {name} | {} | {} | {} |",
@@ -123,8 +174,13 @@ async fn main() {
         );
     }
     println!(
-        "| added by the worker | {} | {} | |",
-        added(0.5),
-        added(0.9)
+        "| worker − gradio_client | {} | {} | |",
+        added(&theirs, 0.5),
+        added(&theirs, 0.9)
+    );
+    println!(
+        "| worker − bare HTTP | {} | {} | |",
+        added(&floor, 0.5),
+        added(&floor, 0.9)
     );
 }
