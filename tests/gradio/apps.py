@@ -8,6 +8,10 @@ SHAPE:
              reporting progress with gr.Progress; a prompt containing
              "slow" takes 60 steps of 0.25 s (long enough to stop the app
              mid-job); a prompt containing "fail" raises gr.Error.
+  narrow     the interface app with a queue of one waiting job and one
+             running at a time (a second waiting job is refused: "queue
+             full"); a prompt containing "hold" takes 24 steps of 0.25 s,
+             one containing "brief" 8.
   blocks     gr.Blocks with named endpoints: /txt2img (prompt,
              negative_prompt, steps, seed) -> a gallery of two images;
              /img2img (image, prompt, strength) -> the input inverted,
@@ -36,7 +40,9 @@ def interface():
     def draw(prompt, width, height, seed, progress=gr.Progress()):
         if "fail" in prompt:
             raise gr.Error("this app refuses prompts that say fail")
-        steps, pause = (60, 0.25) if "slow" in prompt else (3, 0.01)
+        steps, pause = {"slow": (60, 0.25), "hold": (24, 0.25), "brief": (8, 0.25)}.get(
+            next((w for w in ("slow", "hold", "brief") if w in prompt), ""), (3, 0.01)
+        )
         for _ in progress.tqdm(range(steps), desc="drawing"):
             time.sleep(pause)
         return pattern(prompt, seed, width, height)
@@ -91,5 +97,9 @@ def blocks():
 
 if __name__ == "__main__":
     shape, port = sys.argv[1], int(sys.argv[2])
-    app = {"interface": interface, "blocks": blocks}[shape]()
-    app.queue().launch(server_name="127.0.0.1", server_port=port, show_error=True, quiet=True)
+    app = {"interface": interface, "narrow": interface, "blocks": blocks}[shape]()
+    if shape == "narrow":
+        app.queue(max_size=1, default_concurrency_limit=1)
+    else:
+        app.queue()
+    app.launch(server_name="127.0.0.1", server_port=port, show_error=True, quiet=True)

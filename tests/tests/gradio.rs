@@ -264,3 +264,60 @@ async fn an_app_stopped_mid_job_fails_it_retryably_and_is_picked_up_again_when_b
     let s = status(&home);
     assert_eq!(s["gradio"]["answers"], true, "{s}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_app_queue_is_retried_with_backoff_until_the_job_gets_in() {
+    // One running job (6 s) and one waiting (2 s) fill this app; a third
+    // is refused with 503 "Queue is full" until the first ends.
+    let app = GradioApp::start("narrow").await;
+    let http = reqwest::Client::new();
+    for (who, prompt) in [("running", "hold"), ("waiting", "brief")] {
+        let joined = http
+            .post(format!("{}/gradio_api/queue/join", app.url()))
+            .json(&json!({"data": [prompt, 8, 8, 1], "fn_index": 0, "session_hash": who}))
+            .send()
+            .await
+            .unwrap();
+        assert!(joined.status().is_success(), "{}", joined.status());
+    }
+    let full = http
+        .post(format!("{}/gradio_api/queue/join", app.url()))
+        .json(&json!({"data": ["x", 8, 8, 1], "fn_index": 0, "session_hash": "probe"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(full.status(), 503, "the app's queue should be full");
+
+    let studio = FakeStudio::start().await;
+    let (_home, _worker) = start_worker(&studio, &config(&app, ""), &[]).await;
+    offer(
+        &studio,
+        "crowded",
+        json!({"kind": "image", "prompt": "kingfisher", "width": 12, "height": 10, "seed": 5, "ext": "png"}),
+    );
+    let up = studio.wait_upload("crowded").await;
+    assert_eq!(decode(&up.bytes), pattern("kingfisher", 5, 12, 10));
+    // The retry is in the job's log the studio receives.
+    studio
+        .wait_until(
+            studio_worker_tests::bounds::event(),
+            "the job's retry after a 503 in a log batch",
+            |events| {
+                events.iter().find_map(|(_, e)| match e {
+                    studio_worker_tests::studio::Event::Frame(v) if v["type"] == "logBatch" => v
+                        ["entries"]
+                        .as_array()?
+                        .iter()
+                        .find(|e| {
+                            e["jobId"] == "crowded"
+                                && e["message"].as_str().is_some_and(|m| {
+                                    m.contains("answered 503") && m.contains("trying again")
+                                })
+                        })
+                        .cloned(),
+                    _ => None,
+                })
+            },
+        )
+        .await;
+}
