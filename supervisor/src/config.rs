@@ -173,6 +173,53 @@ pub struct Config {
     pub workers: Vec<WorkerTable>,
 }
 
+/// How a set secret is shown.
+pub const REDACTED: &str = "***";
+
+/// A config value that cannot be used, naming its key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct FieldError {
+    /// The key (`vram_threshold_gb`, `gradio.timeout_secs`).
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(key: &str, message: impl Into<String>) -> Self {
+        Self {
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The top-level keys a running worker applies without a restart (the
+/// README's config table says the same).
+pub const LIVE_KEYS: &[&str] = &[
+    "registration_poll_secs",
+    "vram_threshold_gb",
+    "auto_enabled",
+    "results_dir",
+    "results_max_mb",
+    "upload_attempts",
+    "drain_timeout_secs",
+    "stall_timeout_secs",
+    "job_timeout_secs",
+    "ping_timeout_secs",
+    "max_consecutive_failures",
+    "failure_cooldown_secs",
+    "model_keep_alive_secs",
+    "vram_margin_gb",
+    "auto_update_enabled",
+    "auto_update_interval_secs",
+    "auto_update_feed",
+    "auto_update_prerelease",
+    "engine",
+    "supported_models_override",
+];
+
 /// The `[gradio]` table: which endpoint of the app image jobs call and
 /// how task fields become its parameters.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -424,24 +471,131 @@ impl Config {
 
     /// The config as TOML with every secret replaced by `"***"`.
     pub fn redacted_toml(&self) -> String {
+        toml::to_string_pretty(&self.redacted()).unwrap_or_default()
+    }
+
+    /// This config with every secret that is set written as `***`.
+    pub fn redacted(&self) -> Config {
         let mut c = self.clone();
+        for s in c.secrets_mut() {
+            if s.is_some() {
+                *s = Some(Secret::new(REDACTED));
+            }
+        }
+        c
+    }
+
+    /// Every secret key, in one order (for redaction and for keeping the
+    /// secrets a redacted edit leaves as `***`).
+    fn secrets_mut(&mut self) -> Vec<&mut Option<Secret>> {
         let mut secrets = vec![
-            &mut c.metrics_token,
-            &mut c.local_api_token,
-            &mut c.bootstrap_token,
-            &mut c.identity.auth_token,
-            &mut c.identity.registration_secret,
+            &mut self.metrics_token,
+            &mut self.local_api_token,
+            &mut self.bootstrap_token,
+            &mut self.identity.auth_token,
+            &mut self.identity.registration_secret,
+            &mut self.gradio.token,
         ];
-        for w in &mut c.workers {
+        for w in &mut self.workers {
             secrets.push(&mut w.identity.auth_token);
             secrets.push(&mut w.identity.registration_secret);
         }
-        for s in secrets {
-            if s.is_some() {
-                *s = Some(Secret::new("***"));
+        secrets
+    }
+
+    /// `self` edited by `patch` (top-level keys → new values, as the
+    /// redacted JSON shows them): a secret sent back as `***` keeps its
+    /// value; the result is checked as `run` would check it. The error
+    /// names the key.
+    pub fn patched(
+        &self,
+        patch: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Config, FieldError> {
+        let mut doc =
+            serde_json::to_value(self).map_err(|e| FieldError::new("config", e.to_string()))?;
+        let Some(obj) = doc.as_object_mut() else {
+            return Err(FieldError::new("config", "not a table"));
+        };
+        for (k, v) in patch {
+            if v.is_null() {
+                obj.remove(k);
+            } else {
+                obj.insert(k.clone(), v.clone());
             }
         }
-        toml::to_string_pretty(&c).unwrap_or_default()
+        let mut next: Config = serde_path_to_error::deserialize(doc).map_err(|e| {
+            let path = e.path().to_string();
+            FieldError::new(path.trim_start_matches('.'), e.inner().to_string())
+        })?;
+        // Secrets shown as `***` and sent back unchanged stay as they are.
+        let mut old = self.clone();
+        let (olds, news) = (old.secrets_mut(), next.secrets_mut());
+        if olds.len() == news.len() {
+            for (o, n) in olds.into_iter().zip(news) {
+                if n.as_ref().is_some_and(|s| s.expose() == REDACTED) {
+                    *n = o.clone();
+                }
+            }
+        }
+        next.validate()?;
+        Ok(next)
+    }
+
+    /// The checks `run` makes of values it reads: numbers in range,
+    /// addresses that parse, the GPU selection's words. The error names
+    /// the key.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if !self.vram_threshold_gb.is_finite() || self.vram_threshold_gb < 0.0 {
+            return Err(FieldError::new("vram_threshold_gb", "must be a number ≥ 0"));
+        }
+        if !self.vram_margin_gb.is_finite() || self.vram_margin_gb < 0.0 {
+            return Err(FieldError::new("vram_margin_gb", "must be a number ≥ 0"));
+        }
+        let url = url::Url::parse(&self.api_base_url)
+            .map_err(|e| FieldError::new("api_base_url", format!("not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(FieldError::new("api_base_url", "must be an http(s) URL"));
+        }
+        crate::control::listen_addr(self)
+            .map_err(|e| FieldError::new("metrics_listen", e.to_string()))?;
+        let api = self.local_api_listen.trim();
+        if !(api.is_empty() || api.eq_ignore_ascii_case("off")) {
+            let addr: std::net::SocketAddr = api.parse().map_err(|_| {
+                FieldError::new(
+                    "local_api_listen",
+                    "not host:port with an IP address (e.g. 127.0.0.1:11435), or off",
+                )
+            })?;
+            if !addr.ip().is_loopback() && !self.local_api_allow_remote {
+                return Err(FieldError::new(
+                    "local_api_listen",
+                    "not a loopback address: set local_api_allow_remote = true to serve it beyond this machine",
+                ));
+            }
+        }
+        if let Some(GpuSelection::Word(w)) = &self.gpus {
+            if !w.eq_ignore_ascii_case("all") {
+                return Err(FieldError::new(
+                    "gpus",
+                    "write \"all\" or a list of GPU indices such as [0, 1]",
+                ));
+            }
+        }
+        if matches!(&self.gpus, Some(GpuSelection::List(l)) if l.is_empty()) {
+            return Err(FieldError::new(
+                "gpus",
+                "[] names no GPU: list at least one index, or remove the key",
+            ));
+        }
+        if self
+            .gradio_endpoint_url
+            .as_deref()
+            .is_some_and(|u| !u.trim().is_empty())
+        {
+            crate::runner::gradio::setup(self)
+                .map_err(|e| FieldError::new("gradio_endpoint_url", e))?;
+        }
+        Ok(())
     }
 
     /// True when the top-level credentials are present.
@@ -577,6 +731,76 @@ mod tests {
         assert!(
             msg.contains("c.toml") && msg.contains("invalid type"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_live_keys_are_the_ones_the_readme_table_calls_live() {
+        let readme = include_str!("../../README.md");
+        let mut checked = 0;
+        for row in readme.lines().filter(|l| l.starts_with("| `")) {
+            let cols: Vec<&str> = row.split('|').map(str::trim).collect();
+            let (keys, live) = (cols[1], cols[3]);
+            let live = match live {
+                "yes" | "each check" => true,
+                "restart" => false,
+                _ => continue,
+            };
+            for key in keys.split(", ").map(|k| k.trim_matches('`')) {
+                if key.starts_with('[') {
+                    continue;
+                }
+                assert_eq!(
+                    LIVE_KEYS.contains(&key),
+                    live,
+                    "{key}: README says live = {live}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 40, "only {checked} keys in the README's table");
+    }
+
+    #[test]
+    fn an_edit_is_checked_names_the_key_and_keeps_secrets_sent_back_redacted() {
+        let c: Config = toml::from_str(
+            "api_base_url = \"http://x\"\nauth_token = \"tok\"\nworker_id = \"w\"\n",
+        )
+        .unwrap();
+        let shown = serde_json::to_value(c.redacted()).unwrap();
+        assert_eq!(shown["auth_token"], "***");
+        let mut patch = shown.as_object().unwrap().clone();
+        patch.insert("vram_threshold_gb".into(), serde_json::json!(6.5));
+        let next = c.patched(&patch).unwrap();
+        assert_eq!(next.vram_threshold_gb, 6.5);
+        assert_eq!(
+            next.identity
+                .auth_token
+                .as_ref()
+                .map(|t| t.expose().to_string()),
+            Some("tok".into())
+        );
+        let bad = |k: &str, v: serde_json::Value| {
+            let mut p = serde_json::Map::new();
+            p.insert(k.into(), v);
+            c.patched(&p).unwrap_err()
+        };
+        assert_eq!(
+            bad("vram_threshold_gb", serde_json::json!(-1)).key,
+            "vram_threshold_gb"
+        );
+        assert_eq!(
+            bad("upload_attempts", serde_json::json!("many")).key,
+            "upload_attempts"
+        );
+        assert_eq!(
+            bad("metrics_listen", serde_json::json!("0.0.0.0:9464")).key,
+            "metrics_listen"
+        );
+        assert_eq!(bad("gpus", serde_json::json!("some")).key, "gpus");
+        assert_eq!(
+            bad("gradio", serde_json::json!({"timeout_secs": "x"})).key,
+            "gradio.timeout_secs"
         );
     }
 }

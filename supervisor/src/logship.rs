@@ -72,7 +72,45 @@ pub fn requeue(batch: Vec<LogEntry>) {
     }
 }
 
+/// Entries the log tail keeps for the control endpoint's `/logs`.
+pub const TAIL_CAP: usize = 500;
+
+#[derive(Default)]
+struct Tail {
+    next: u64,
+    lines: VecDeque<(u64, LogEntry)>,
+}
+
+fn tail_lock() -> std::sync::MutexGuard<'static, Tail> {
+    static T: OnceLock<Mutex<Tail>> = OnceLock::new();
+    T.get_or_init(|| Mutex::new(Tail::default()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// The last [`TAIL_CAP`] entries numbered from 1, those after `after`
+/// (0: all kept), oldest first; and the number the next entry will get.
+pub fn tail(after: u64) -> (Vec<(u64, LogEntry)>, u64) {
+    let t = tail_lock();
+    let lines = t
+        .lines
+        .iter()
+        .filter(|(n, _)| *n > after)
+        .cloned()
+        .collect();
+    (lines, t.next + 1)
+}
+
 fn push(e: LogEntry) {
+    {
+        let mut t = tail_lock();
+        t.next += 1;
+        let n = t.next;
+        if t.lines.len() >= TAIL_CAP {
+            t.lines.pop_front();
+        }
+        t.lines.push_back((n, e.clone()));
+    }
     let mut q = lock();
     if q.lines.len() >= QUEUE_CAP {
         q.lines.pop_front();

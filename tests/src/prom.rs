@@ -57,6 +57,33 @@ impl Endpoint {
         (status, resp.text().await.unwrap_or_default())
     }
 
+    /// `method path` with the run file's token and a JSON body.
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> (u16, String) {
+        let resp = self
+            .http
+            .request(method, format!("http://{}{path}", self.run.addr))
+            .bearer_auth(&self.run.token)
+            .json(body)
+            .send()
+            .await
+            .expect("the endpoint answers");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    }
+
+    /// `GET path` with the run file's token, as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let token = self.run.token.clone();
+        let (status, text) = self.send(reqwest::Method::GET, path, Some(&token)).await;
+        assert_eq!(status, 200, "{path}: {text}");
+        serde_json::from_str(&text).expect("JSON")
+    }
+
     /// `/metrics`, parsed.
     pub async fn scrape(&self) -> Scrape {
         let (status, text) = self.get("/metrics").await;

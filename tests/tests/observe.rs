@@ -302,6 +302,163 @@ async fn pause_resume_and_drain_change_what_the_studio_sees() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_serves_the_log_tail_config_edits_and_the_update_check() {
+    let studio = FakeStudio::start().await;
+    studio.serve_file("releases.json", "[]");
+    let (home, _worker) = start_worker(
+        &studio,
+        &format!(
+            "auto_update_feed = \"{}\"\n",
+            studio.file_url("releases.json")
+        ),
+        FAULTS,
+    )
+    .await;
+    let ep = Endpoint::of(&home).await;
+    for (method, path) in [
+        (reqwest::Method::GET, "/logs"),
+        (reqwest::Method::GET, "/config"),
+        (reqwest::Method::PUT, "/config"),
+        (reqwest::Method::POST, "/control/check-update"),
+    ] {
+        assert_eq!(
+            ep.send(method, path, None).await.0,
+            401,
+            "{path} needs the token"
+        );
+    }
+
+    // The job in flight shows its prompt; its log lines are in the tail.
+    let gate = Gate::new();
+    let mut task = image(16, 16, "png");
+    task["prompt"] = "a lantern in the fog".into();
+    studio.offer(claim_with("lit", &gate.model(), task));
+    gate.started().await;
+    let s = ep.status().await;
+    assert_eq!(s["jobs"][0]["prompt"], "a lantern in the fog", "{s}");
+    gate.open();
+    studio.wait_upload("lit").await;
+    let logs = until_async("the job's lines in the log tail", || async {
+        let t = ep.get_json("/logs").await;
+        t["entries"]
+            .as_array()
+            .filter(|e| e.iter().any(|e| e["jobId"] == "lit"))
+            .map(|_| t.clone())
+    })
+    .await;
+    let next = logs["next"].as_u64().unwrap();
+    let seqs: Vec<u64> = logs["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]) && seqs.last() < Some(&next),
+        "{seqs:?} then {next}"
+    );
+    let later = ep.get_json(&format!("/logs?after={}", next - 1)).await;
+    assert!(
+        later["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["seq"].as_u64() >= Some(next)),
+        "{later}"
+    );
+
+    // The config: secrets hidden; an edit is checked, written 0600 by the
+    // worker and applied live; a bad value is refused naming the key.
+    let c = ep.get_json("/config").await;
+    assert_eq!(c["config"]["auth_token"], "***", "{c}");
+    assert_eq!(c["path"], home.config().display().to_string());
+    let mark = studio.mark();
+    let (code, body) = ep
+        .send_json(
+            reqwest::Method::PUT,
+            "/config",
+            &serde_json::json!({"vram_threshold_gb": 3.5, "auth_token": "***"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let said: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        said["changed"],
+        serde_json::json!(["vram_threshold_gb"]),
+        "{said}"
+    );
+    assert_eq!(said["restart"], serde_json::json!([]), "{said}");
+    let file = std::fs::read_to_string(home.config()).unwrap();
+    assert!(file.contains("vram_threshold_gb = 3.5"), "{file}");
+    assert!(
+        file.contains(&format!("auth_token = \"{TOKEN}\"")),
+        "the token kept: {file}"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(home.config())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    studio
+        .wait_for_since(
+            mark,
+            bounds::event(),
+            "a heartbeat with the new threshold",
+            |e| match e {
+                studio_worker_tests::studio::Event::Frame(v)
+                    if v["type"] == "heartbeat" && v["capabilities"]["vramThresholdGb"] == 3.5 =>
+                {
+                    Some(())
+                }
+                _ => None,
+            },
+        )
+        .await;
+    let (code, body) = ep
+        .send_json(
+            reqwest::Method::PUT,
+            "/config",
+            &serde_json::json!({"metrics_listen": "0.0.0.0:9464"}),
+        )
+        .await;
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["key"],
+        "metrics_listen",
+        "{body}"
+    );
+    assert!(!std::fs::read_to_string(home.config())
+        .unwrap()
+        .contains("0.0.0.0"));
+    let (code, body) = ep
+        .send_json(
+            reqwest::Method::PUT,
+            "/config",
+            &serde_json::json!({"local_api_queue": 3}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["restart"],
+        serde_json::json!(["local_api_queue"])
+    );
+
+    // The worker's own update check, against the feed in its config.
+    let token = ep.run.token.clone();
+    let (code, body) = ep
+        .send(reqwest::Method::POST, "/control/check-update", Some(&token))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("current:") && body.contains("no release in the feed"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_routes_refuse_a_missing_or_wrong_token() {
     let studio = FakeStudio::start().await;
     let (home, _worker) = start_worker(&studio, "", &[]).await;

@@ -1,7 +1,11 @@
 //! The running worker's local HTTP endpoint (`metrics_listen`, default
 //! `127.0.0.1:9464`, `off` to disable): `GET /metrics` (Prometheus text,
-//! [`prom`]), `GET /status` (the snapshot as JSON), `GET /healthz`, and
-//! the token-protected `POST /control/{pause,resume,drain}`.
+//! [`prom`]), `GET /status` (the snapshot as JSON), `GET /healthz`, and,
+//! token-protected: `POST /control/{pause,resume,drain,check-update}`,
+//! `GET /logs?after=N` (the last 500 log entries) and `GET`/`PUT
+//! /config` (the config with its secrets as `***`; an edit is checked as
+//! `run` checks the file and written by the worker, the config file's one
+//! writer). The desktop window is a client of these routes.
 //!
 //! Every answer is read from the scheduler's snapshot or sent to it as an
 //! event; this module keeps no state of its own beyond where `run` is
@@ -71,6 +75,8 @@ enum Stage {
 
 struct Shared {
     stage: RwLock<Stage>,
+    /// The config file this worker runs with.
+    config_path: PathBuf,
     token: String,
     /// Every route needs the token (a non-loopback address).
     guard_all: bool,
@@ -164,6 +170,7 @@ pub async fn start(cfg: &Config, config_path: &Path) -> anyhow::Result<Option<En
     };
     let shared = Arc::new(Shared {
         stage: RwLock::new(Stage::Starting("starting".into())),
+        config_path: config_path.to_path_buf(),
         token: token.clone(),
         guard_all: !addr.ip().is_loopback(),
     });
@@ -184,6 +191,9 @@ pub async fn start(cfg: &Config, config_path: &Path) -> anyhow::Result<Option<En
         .route("/control/pause", post(pause))
         .route("/control/resume", post(resume))
         .route("/control/drain", post(drain))
+        .route("/control/check-update", post(check_update))
+        .route("/logs", get(logs))
+        .route("/config", get(config_get).put(config_put))
         .with_state(shared.clone());
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -397,4 +407,134 @@ async fn drain(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respons
         "draining: the running job finishes and is delivered, then the worker exits",
     )
     .await
+}
+
+/// `GET /logs?after=N`: the entries after number N (0 or none: the last
+/// 500), and `next`, the number to ask after next time.
+async fn logs(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<std::collections::BTreeMap<String, String>>,
+) -> Response {
+    if !authorized(&shared, &headers) {
+        return refused();
+    }
+    let after = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let (lines, next) = crate::logship::tail(after);
+    let entries: Vec<serde_json::Value> = lines
+        .into_iter()
+        .map(|(seq, e)| {
+            let mut v = serde_json::to_value(&e).unwrap_or_default();
+            v["seq"] = seq.into();
+            v
+        })
+        .collect();
+    axum::Json(serde_json::json!({"entries": entries, "next": next})).into_response()
+}
+
+/// `GET /config`: the file's config, secrets as `***`, its path and the
+/// keys a running worker applies without a restart.
+async fn config_get(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if !authorized(&shared, &headers) {
+        return refused();
+    }
+    match Config::load(&shared.config_path) {
+        Ok(cfg) => axum::Json(serde_json::json!({
+            "path": shared.config_path.display().to_string(),
+            "config": cfg.redacted(),
+            "live": crate::config::LIVE_KEYS,
+        }))
+        .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({"error": {"key": "", "message": e.to_string()}})),
+        )
+            .into_response(),
+    }
+}
+
+/// `PUT /config` with a JSON object of top-level keys: checked, then
+/// written (mode 0600). Answers the keys that changed and which of them
+/// wait for a restart; a bad value is 400 naming its key, and nothing is
+/// written.
+async fn config_put(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !authorized(&shared, &headers) {
+        return refused();
+    }
+    let bad = |key: &str, message: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({"error": {"key": key, "message": message}})),
+        )
+            .into_response()
+    };
+    let patch: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return bad(
+                "",
+                format!("the body is not a JSON object of config keys: {e}"),
+            )
+        }
+    };
+    let current = match Config::load(&shared.config_path) {
+        Ok(c) => c,
+        Err(e) => return bad("", e.to_string()),
+    };
+    let next = match current.patched(&patch) {
+        Ok(n) => n,
+        Err(e) => return bad(&e.key, e.message),
+    };
+    let (before, after) = (
+        serde_json::to_value(&current).unwrap_or_default(),
+        serde_json::to_value(&next).unwrap_or_default(),
+    );
+    let changed: Vec<String> = after
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, v)| before.get(k.as_str()) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .chain(
+            before
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| after.get(k.as_str()).is_none())
+                .map(|(k, _)| k.clone()),
+        )
+        .collect();
+    if let Err(e) = next.save(&shared.config_path) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({"error": {"key": "", "message": e.to_string()}})),
+        )
+            .into_response();
+    }
+    let restart: Vec<&String> = changed
+        .iter()
+        .filter(|k| !crate::config::LIVE_KEYS.contains(&k.as_str()))
+        .collect();
+    tracing::info!(target: "worker", "config edited through the control endpoint: {}", changed.join(", "));
+    axum::Json(serde_json::json!({"changed": changed, "restart": restart})).into_response()
+}
+
+/// `POST /control/check-update`: the worker's own update check, as
+/// `studio-worker check-update` prints it.
+async fn check_update(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if !authorized(&shared, &headers) {
+        return refused();
+    }
+    let cfg = match Config::load(&shared.config_path) {
+        Ok(c) => c,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    };
+    match crate::update::check_update_report(&cfg).await {
+        Ok(text) => (StatusCode::OK, text).into_response(),
+        Err(e) => (StatusCode::BAD_GATEWAY, format!("{e:#}\n")).into_response(),
+    }
 }

@@ -1604,6 +1604,11 @@ impl Scheduler {
                     total: r.progress.1,
                     runner_pid: r.runner.map(|x| x.pid),
                     age_ms: now.duration_since(r.accepted_at).as_millis() as u64,
+                    prompt: self
+                        .leases
+                        .get(id)
+                        .map(|(_, _, p)| p.clone())
+                        .unwrap_or_default(),
                 })
                 .collect(),
             runners: self

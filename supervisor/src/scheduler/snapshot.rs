@@ -144,6 +144,10 @@ pub struct JobStatus {
     pub runner_pid: Option<u32>,
     /// Milliseconds since it was accepted.
     pub age_ms: u64,
+    /// What it was asked (the prompt, the last chat message, the text to
+    /// speak), as the studio's upload would report it.
+    #[serde(default)]
+    pub prompt: String,
 }
 
 /// A live runner.

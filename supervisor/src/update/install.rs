@@ -88,18 +88,28 @@ pub async fn newest(cfg: &Config, inst: Option<&Installed>) -> anyhow::Result<(V
 /// `studio-worker check-update`: what the feed offers and what `run`
 /// would do about it. Changes nothing.
 pub async fn check_update(cfg: &Config) -> anyhow::Result<()> {
+    print!("{}", check_update_report(cfg).await?);
+    Ok(())
+}
+
+/// What [`check_update`] prints, as text (the control endpoint's
+/// `check-update` answers it).
+pub async fn check_update_report(cfg: &Config) -> anyhow::Result<String> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     let inst = Installed::detect();
     let (current, newest) = newest(cfg, inst.as_ref()).await?;
-    println!("current:  {current}");
-    match &newest {
-        Newest::UpToDate(seen) => println!(
+    let _ = writeln!(out, "current:  {current}");
+    let _ = match &newest {
+        Newest::UpToDate(seen) => writeln!(
+            out,
             "newest:   {} (up to date)",
             seen.as_ref()
                 .map_or("no release in the feed".into(), |v| v.to_string())
         ),
-        Newest::NoArchive(v, name) => println!("newest:   {v}, but the release has no {name}"),
-        Newest::Newer(c) => println!("newest:   {} ({})", c.version, c.archive.1),
-    }
+        Newest::NoArchive(v, name) => writeln!(out, "newest:   {v}, but the release has no {name}"),
+        Newest::Newer(c) => writeln!(out, "newest:   {} ({})", c.version, c.archive.1),
+    };
     let plan = match (&newest, &inst) {
         (Newest::Newer(c), _) if c.digest_url.is_none() => {
             format!("nothing: {} has no {}.sha256, and an update without its digest is refused", c.version, c.archive.0)
@@ -118,14 +128,18 @@ pub async fn check_update(cfg: &Config) -> anyhow::Result<()> {
         (Newest::Newer(_), Some(_)) => "nothing: auto_update_enabled is false".into(),
         _ => "nothing".into(),
     };
-    println!("would do: {plan}");
+    let _ = writeln!(out, "would do: {plan}");
     if let Some(i) = &inst {
         let state = i.state();
         if !state.bad.is_empty() {
-            println!("skipped:  {} (failed to start here)", state.bad.join(", "));
+            let _ = writeln!(
+                out,
+                "skipped:  {} (failed to start here)",
+                state.bad.join(", ")
+            );
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 fn sha256_file(path: &Path) -> anyhow::Result<String> {

@@ -307,4 +307,4 @@ pub fn mark_healthy() {
     }
 }
 
-pub use install::{check_update, spawn_loop};
+pub use install::{check_update, check_update_report, spawn_loop};
