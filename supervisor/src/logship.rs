@@ -89,7 +89,8 @@ fn tail_lock() -> std::sync::MutexGuard<'static, Tail> {
 }
 
 /// The last [`TAIL_CAP`] entries numbered from 1, those after `after`
-/// (0: all kept), oldest first; and the number the next entry will get.
+/// (0: all kept), oldest first; and the highest number given so far (ask
+/// after it next time).
 pub fn tail(after: u64) -> (Vec<(u64, LogEntry)>, u64) {
     let t = tail_lock();
     let lines = t
@@ -98,7 +99,7 @@ pub fn tail(after: u64) -> (Vec<(u64, LogEntry)>, u64) {
         .filter(|(n, _)| *n > after)
         .cloned()
         .collect();
-    (lines, t.next + 1)
+    (lines, t.next)
 }
 
 fn push(e: LogEntry) {

@@ -5,6 +5,11 @@ use std::process::Command;
 
 /// Normal (non-dev, non-build) dependencies of a workspace package.
 fn deps(package: &str) -> Vec<String> {
+    deps_with(package, &[])
+}
+
+/// [`deps`] with extra `cargo tree` arguments (`--features ui`).
+fn deps_with(package: &str, extra: &[&str]) -> Vec<String> {
     let out = Command::new(env!("CARGO"))
         .args([
             "tree",
@@ -16,6 +21,7 @@ fn deps(package: &str) -> Vec<String> {
             "-p",
             package,
         ])
+        .args(extra)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo tree runs");
@@ -77,4 +83,43 @@ fn each_runner_binary_links_at_most_one_ggml() {
             .collect();
         assert_eq!(native, allowed, "{pkg} links {native:?}");
     }
+}
+
+/// Crates that bring a window, a GPU surface or a tray.
+const GUI: &[&str] = &[
+    "eframe",
+    "egui",
+    "winit",
+    "glutin",
+    "wgpu",
+    "tray-icon",
+    "gtk",
+    "muda",
+];
+
+#[test]
+fn only_the_ui_feature_brings_gui_crates() {
+    let headless = [
+        "studio-worker",
+        "engine-runner",
+        "engine-runner-sd",
+        "engine-runner-llama",
+        "engine-runner-whisper",
+        "engine-runner-piper",
+        "engine-runner-onnx",
+        "engine-runner-gradio",
+        // Without its feature the UI crate is only the window's model.
+        "studio-worker-ui",
+    ];
+    for package in headless {
+        let d = deps(package);
+        for g in GUI {
+            assert!(!d.iter().any(|x| x == g), "{package} depends on {g}");
+        }
+    }
+    let ui = deps_with("studio-worker-ui", &["--features", "ui"]);
+    for g in ["eframe", "egui", "tray-icon"] {
+        assert!(ui.iter().any(|x| x == g), "the ui feature should bring {g}");
+    }
+    assert!(!ui.iter().any(|x| x == "gtk"), "the tray links GTK");
 }

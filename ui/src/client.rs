@@ -125,12 +125,13 @@ impl Client {
         }
     }
 
-    /// Log entries after number `after`, and the number to ask after next.
+    /// Log entries numbered above `after`, and the highest number so far
+    /// (ask after it next).
     pub fn logs(&self, after: u64) -> Result<(Vec<crate::logs::Entry>, u64), ClientError> {
         let v = self.json(&format!("/logs?after={after}"))?;
         let entries = serde_json::from_value(v["entries"].clone())
             .map_err(|e| ClientError::Refused(format!("/logs: {e}")))?;
-        Ok((entries, v["next"].as_u64().unwrap_or(after)))
+        Ok((entries, v["last"].as_u64().unwrap_or(after)))
     }
 
     /// The config (secrets as `***`) and the keys applied live.

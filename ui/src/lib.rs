@@ -10,3 +10,6 @@ pub mod client;
 pub mod form;
 pub mod logs;
 pub mod state;
+
+#[cfg(feature = "ui")]
+pub mod app;

@@ -107,7 +107,7 @@ async fn the_window_model_follows_a_real_worker_and_drives_it() {
         .iter()
         .all(|e| e.job_id.as_deref() == Some("ui-job") || e.message.contains("ui-job")));
     assert!(logs::filter(&kept, Level::Info, "").len() > only.len());
-    assert!(next > kept.last().map_or(0, |e| e.seq));
+    assert_eq!(next, kept.last().map_or(0, |e| e.seq));
 
     // Config: a bad value is refused naming the key; a good one is written.
     let c = client.clone();

@@ -410,7 +410,7 @@ async fn drain(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respons
 }
 
 /// `GET /logs?after=N`: the entries after number N (0 or none: the last
-/// 500), and `next`, the number to ask after next time.
+/// 500), and `last`, the number to ask after next time.
 async fn logs(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -420,7 +420,7 @@ async fn logs(
         return refused();
     }
     let after = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
-    let (lines, next) = crate::logship::tail(after);
+    let (lines, last) = crate::logship::tail(after);
     let entries: Vec<serde_json::Value> = lines
         .into_iter()
         .map(|(seq, e)| {
@@ -429,7 +429,7 @@ async fn logs(
             v
         })
         .collect();
-    axum::Json(serde_json::json!({"entries": entries, "next": next})).into_response()
+    axum::Json(serde_json::json!({"entries": entries, "last": last})).into_response()
 }
 
 /// `GET /config`: the file's config, secrets as `***`, its path and the
