@@ -15,6 +15,9 @@ use crate::form::{self, Field, Widget};
 use crate::logs::{self, Entry, Level};
 use crate::state::Badge;
 
+/// How wide text fields are drawn.
+const FIELD_WIDTH: f32 = 420.0;
+
 /// How often the poller asks the worker.
 pub const POLL: Duration = Duration::from_millis(500);
 
@@ -251,16 +254,24 @@ impl App {
             if !j.prompt.is_empty() {
                 ui.label(format!("“{}”", j.prompt));
             }
+            // An engine that cannot say how much is left reports a total
+            // of 0: the bar then only shows that it moves.
             let fraction = if j.total > 0 {
                 j.done as f32 / j.total as f32
             } else {
                 0.0
             };
+            let text = if j.total > 0 {
+                format!("{} {}/{}", j.phase, j.done, j.total)
+            } else {
+                format!("{} ({} steps)", j.phase, j.done)
+            };
             ui.add(
                 egui::ProgressBar::new(fraction)
-                    .text(format!("{} {}/{}", j.phase, j.done, j.total)),
+                    .animate(j.total == 0)
+                    .text(text),
             );
-            ui.label(format!("elapsed {:.1} s", j.age_ms as f64 / 1000.0));
+            ui.label(format!("elapsed {}", duration(j.age_ms)));
         }
         ui.separator();
         ui.heading("Finished");
@@ -275,7 +286,7 @@ impl App {
                     ui.label(&f.job_id);
                     ui.colored_label(colour, &f.outcome);
                     ui.label(format!("{} {}", f.kind, f.model));
-                    ui.label(format!("{:.1} s", f.duration_ms as f64 / 1000.0));
+                    ui.label(duration(f.duration_ms));
                     ui.label(f.error.clone().unwrap_or_default());
                     ui.end_row();
                 }
@@ -443,6 +454,10 @@ impl App {
 /// The widget for one field, labelled by its key's label (for screen
 /// readers, and for the tests that find it by the key).
 fn field_widget(ui: &mut egui::Ui, f: &mut Field, label: egui::Id) {
+    let width = match f.widget {
+        Widget::Integer | Widget::Number => 120.0,
+        _ => FIELD_WIDTH,
+    };
     match f.widget {
         Widget::Check => {
             let mut on = f.text == "true";
@@ -451,20 +466,30 @@ fn field_widget(ui: &mut egui::Ui, f: &mut Field, label: egui::Id) {
             }
         }
         Widget::Secret => {
-            ui.add(egui::TextEdit::singleline(&mut f.text).password(true))
-                .labelled_by(label);
+            let edit = egui::TextEdit::singleline(&mut f.text)
+                .password(true)
+                .desired_width(width);
+            ui.add(edit).labelled_by(label);
         }
         Widget::Json => {
-            ui.add(
-                egui::TextEdit::multiline(&mut f.text)
-                    .desired_rows(1)
-                    .code_editor(),
-            )
-            .labelled_by(label);
+            let edit = egui::TextEdit::multiline(&mut f.text)
+                .desired_rows(1)
+                .desired_width(width)
+                .code_editor();
+            ui.add(edit).labelled_by(label);
         }
         Widget::Integer | Widget::Number | Widget::Text => {
-            ui.text_edit_singleline(&mut f.text).labelled_by(label);
+            let edit = egui::TextEdit::singleline(&mut f.text).desired_width(width);
+            ui.add(edit).labelled_by(label);
         }
+    }
+}
+
+fn duration(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        format!("{:.1} s", ms as f64 / 1000.0)
     }
 }
 

@@ -27,7 +27,7 @@ fn wait<T>(
 ) -> T {
     let end = Instant::now() + bounds::event();
     loop {
-        h.run();
+        h.run_steps(3);
         if let Some(v) = found(h) {
             return v;
         }
@@ -76,10 +76,10 @@ fn every_tab_follows_and_drives_a_real_worker() {
     });
     let edit = |h: &mut Harness<'_, App>, value: &str| {
         h.get_by_label("vram_threshold_gb").focus();
-        h.run();
+        h.run_steps(3);
         h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
         h.get_by_label("vram_threshold_gb").type_text(value);
-        h.run();
+        h.run_steps(3);
         h.get_by_label("Save").click();
     };
     edit(&mut h, "-2");
@@ -102,7 +102,7 @@ fn every_tab_follows_and_drives_a_real_worker() {
 
     // Pause from the window: the studio's next offer is rejected paused.
     h.get_by_label("Status").click();
-    h.run();
+    h.run_steps(3);
     h.state().toggle_pause();
     wait(&mut h, "the paused badge", |h| shows(h, "paused"));
     studio.offer(claim("while-paused", image(8, 8, "png")));
@@ -115,9 +115,9 @@ fn every_tab_follows_and_drives_a_real_worker() {
     h.get_by_label("Logs").click();
     wait(&mut h, "log entries", |h| shows(h, " entries"));
     h.get_by_label("search").focus();
-    h.run();
+    h.run_steps(3);
     h.get_by_label("search").type_text("ui-job");
-    h.run();
+    h.run_steps(3);
     let (shown, all) = wait(&mut h, "the filtered count", |h| {
         let n = h.query_by_label_contains(" entries")?;
         // A label's text is its AccessKit value.
