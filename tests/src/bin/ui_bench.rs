@@ -33,7 +33,8 @@ fn cpu_secs(pid: u32) -> f64 {
 }
 
 /// The window, under its own Xvfb; the UI's pid and the X server's once
-/// they run.
+/// they run. The caller ends it with [`close`] (which waits for it).
+#[allow(clippy::zombie_processes)]
 fn window(config: &std::path::Path) -> (Child, u32, u32) {
     let child = Command::new("xvfb-run")
         .args(["-a", "-s", "-screen 0 1280x800x24"])
@@ -57,7 +58,10 @@ fn window(config: &std::path::Path) -> (Child, u32, u32) {
         if let (Some(ui), Some(x)) = (named("studio-worker-u"), named("Xvfb")) {
             return (child, ui, x);
         }
-        assert!(Instant::now() < deadline, "the window did not start");
+        if Instant::now() > deadline {
+            close(child);
+            panic!("the window did not start");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
