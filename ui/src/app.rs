@@ -77,6 +77,11 @@ impl Tab {
 /// The window's state.
 pub struct App {
     client: Arc<Client>,
+    /// The `studio-worker` the window starts when none runs.
+    worker_program: PathBuf,
+    /// The worker this window started, if it did (drained when the
+    /// window quits; a service is never stopped).
+    started: Arc<Mutex<Option<std::process::Child>>>,
     live: Arc<Mutex<Live>>,
     /// The tab shown.
     pub tab: Tab,
@@ -97,6 +102,8 @@ impl App {
         spawn_poller(client.clone(), live.clone(), repaint);
         Self {
             client,
+            worker_program: crate::launch::worker_program(),
+            started: Arc::new(Mutex::new(None)),
             live,
             tab: Tab::Status,
             fields: Vec::new(),
@@ -105,6 +112,57 @@ impl App {
             query: String::new(),
             autoscroll: true,
             restart_banner: Vec::new(),
+        }
+    }
+
+    /// Starts workers with `program` instead of the one beside the window.
+    pub fn with_worker_program(mut self, program: PathBuf) -> Self {
+        self.worker_program = program;
+        self
+    }
+
+    /// How a worker would be started now.
+    pub fn start_plan(&self) -> crate::launch::Start {
+        crate::launch::plan(
+            self.client.config_path(),
+            &self.worker_program,
+            &crate::launch::unit_dirs(),
+        )
+    }
+
+    /// Starts a worker for this config (the service, else a child).
+    pub fn start_worker(&self) {
+        let plan = self.start_plan();
+        let said = match crate::launch::start(&plan, self.client.config_path()) {
+            Ok(child) => {
+                let started = child.is_some();
+                *self.started.lock().unwrap_or_else(|p| p.into_inner()) = child;
+                if started {
+                    "started studio-worker run as this window's child".to_string()
+                } else {
+                    "started the service".to_string()
+                }
+            }
+            Err(e) => format!("cannot start the worker: {e}"),
+        };
+        lock(&self.live).message = Some(said);
+    }
+
+    /// Before the window goes: a worker it started drains (its job
+    /// finishes and is delivered) and exits.
+    pub fn quit(&self) {
+        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mut child) = started.take() {
+            let _ = self.client.drain();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < deadline {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
@@ -228,7 +286,12 @@ impl App {
             }
             (None, Some(e)) => {
                 ui.label(e);
-                ui.label("Start it with `studio-worker run` (or its service: `systemctl --user start studio-worker`).");
+                let plan = self.start_plan();
+                ui.label(format!("Start worker will {}.", plan.describe()));
+                drop(live);
+                if ui.button("Start worker").clicked() {
+                    self.start_worker();
+                }
             }
             (None, None) => {
                 ui.label("asking the worker…");
@@ -438,6 +501,18 @@ impl App {
         }
         ui.label(format!("Sentry release: studio-worker@{version}"));
         ui.label(format!("config: {}", self.client.config_path().display()));
+        if let (Some(xdg), Ok(exe)) = (crate::launch::xdg_config_home(), std::env::current_exe()) {
+            let file = crate::launch::autostart_file(&xdg);
+            let mut on = file.is_file();
+            if ui.checkbox(&mut on, "Run in tray on login").changed() {
+                let done = crate::launch::set_autostart(&xdg, on, &exe, self.client.config_path());
+                lock(&self.live).message = Some(match done {
+                    Ok(()) if on => format!("wrote {}", file.display()),
+                    Ok(()) => format!("removed {}", file.display()),
+                    Err(e) => format!("{}: {e}", file.display()),
+                });
+            }
+        }
         if ui.button("Check for updates").clicked() {
             let (client, live) = (self.client.clone(), self.live.clone());
             std::thread::spawn(move || {
@@ -545,4 +620,10 @@ fn spawn_poller(client: Arc<Client>, live: Arc<Mutex<Live>>, repaint: impl Fn() 
         }
         std::thread::sleep(POLL);
     });
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.quit();
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod form;
+pub mod launch;
 pub mod logs;
 pub mod state;
 

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! studio-worker-ui [--config PATH]
+//! studio-worker-ui --tray                                          # start hidden in the tray (login autostart)
 //! studio-worker-ui --config PATH --screenshot TAB --out FILE.png   # one tab to a PNG, then exit
 //! ```
 
@@ -159,14 +160,17 @@ mod tray {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let (mut config, mut shot_tab, mut out) = (None, None, None);
+    let (mut config, mut shot_tab, mut out, mut hidden) = (None, None, None, false);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--config" => config = args.next().map(PathBuf::from),
             "--screenshot" => shot_tab = args.next(),
             "--out" => out = args.next().map(PathBuf::from),
+            "--tray" => hidden = true,
             "-h" | "--help" => {
-                println!("studio-worker-ui [--config PATH] [--screenshot TAB --out FILE.png]");
+                println!(
+                    "studio-worker-ui [--config PATH] [--tray] [--screenshot TAB --out FILE.png]"
+                );
                 return;
             }
             other => {
@@ -222,6 +226,12 @@ fn main() {
                     }
                 }
             };
+            // Started for the tray (at login): the window waits hidden
+            // until Open, when there is a tray to open it from.
+            if hidden && tray.is_some() {
+                cc.egui_ctx
+                    .send_viewport_cmd(egui::ViewportCommand::Visible(false));
+            }
             Ok(Box::new(Window {
                 app,
                 tray,

@@ -141,3 +141,36 @@ fn every_tab_follows_and_drives_a_real_worker() {
     h.get_by_label("About").click();
     wait(&mut h, "the config path", |h| shows(h, "config:"));
 }
+
+#[test]
+fn with_no_worker_the_window_starts_one_and_drains_it_when_it_quits() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let studio = rt.block_on(FakeStudio::start());
+    let home = studio_worker_tests::proc::WorkerHome::new(
+        &studio.url(),
+        Some((
+            studio_worker_tests::studio::WORKER_ID,
+            studio_worker_tests::studio::TOKEN,
+        )),
+        "",
+    );
+    let app = App::new(home.config(), || {})
+        .with_worker_program(studio_worker_tests::proc::bin("studio-worker"));
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(900.0, 700.0))
+        .build_ui_state(|ui, app: &mut App| app.ui(ui), app);
+    wait(&mut h, "the offer to start a worker", |h| {
+        shows(h, "as this window's child")
+    });
+    h.get_by_label("Start worker").click();
+    wait(&mut h, "the started worker, idle", |h| shows(h, "idle"));
+    rt.block_on(studio.wait_session(1));
+    assert!(studio_worker::control::read_run_file(&home.config()).is_some());
+    // Quitting the window drains the worker it started: it exits and
+    // takes its run file along.
+    drop(h);
+    assert!(
+        studio_worker::control::read_run_file(&home.config()).is_none(),
+        "the worker the window started is still running"
+    );
+}
