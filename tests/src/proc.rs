@@ -60,6 +60,17 @@ impl WorkerHome {
         self.dir.path().join("config.toml")
     }
 
+    /// The config file's permission bits (`0o600` once the worker or the
+    /// CLI has written it).
+    pub fn config_mode(&self) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(self.config())
+            .expect("the config file")
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
     /// The running worker's last written status (`status.json`).
     pub fn status(&self) -> Option<serde_json::Value> {
         let text = std::fs::read(self.dir.path().join("status.json")).ok()?;

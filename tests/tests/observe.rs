@@ -394,14 +394,7 @@ async fn the_endpoint_serves_the_log_tail_config_edits_and_the_update_check() {
         file.contains(&format!("auth_token = \"{TOKEN}\"")),
         "the token kept: {file}"
     );
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(home.config())
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-    }
+    assert_eq!(home.config_mode(), 0o600);
     studio
         .wait_for_since(
             mark,

@@ -2,7 +2,6 @@
 //! registration, auth failures, reconnects, robustness to bad frames and
 //! offers, busy/paused, upload retries and log shipping.
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -31,12 +30,7 @@ async fn register_writes_the_identity_0600_and_is_idempotent() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mode = std::fs::metadata(home.config())
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(mode, 0o600);
+    assert_eq!(home.config_mode(), 0o600);
     let text = std::fs::read_to_string(home.config()).unwrap();
     assert!(text.contains(WORKER_ID) && text.contains(TOKEN) && text.contains(&url));
     let printed = format!(
@@ -542,14 +536,7 @@ async fn with_no_credentials_run_asks_for_approval_and_then_connects() {
         cfg.contains(WORKER_ID) && !cfg.contains("registration_request_id"),
         "{cfg}"
     );
-    assert_eq!(
-        std::fs::metadata(home.config())
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777,
-        0o600
-    );
+    assert_eq!(home.config_mode(), 0o600);
     studio.offer(claim("approved-job", llm("hi")));
     studio.wait_frame("completeJson", "approved-job").await;
     worker.signal(libc::SIGTERM);

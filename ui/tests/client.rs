@@ -144,15 +144,7 @@ async fn the_window_model_follows_a_real_worker_and_drives_it() {
     assert!(saved.restart.is_empty());
     let text = std::fs::read_to_string(home.config()).unwrap();
     assert!(text.contains("vram_threshold_gb = 7.5"), "{text}");
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(home.config())
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777,
-        0o600
-    );
+    assert_eq!(home.config_mode(), 0o600);
     tokio::task::spawn_blocking(move || drop(client))
         .await
         .unwrap();

@@ -90,15 +90,7 @@ fn every_tab_follows_and_drives_a_real_worker() {
     wait(&mut h, "the save", |h| shows(h, "saved: vram_threshold_gb"));
     let text = std::fs::read_to_string(home.config()).unwrap();
     assert!(text.contains("vram_threshold_gb = 7.5"), "{text}");
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(home.config())
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777,
-        0o600
-    );
+    assert_eq!(home.config_mode(), 0o600);
 
     // Pause from the window: the studio's next offer is rejected paused.
     h.get_by_label("Status").click();
