@@ -79,18 +79,29 @@ pub async fn register(
     }
     id.worker_id = Some(answer.worker_id.clone());
     id.auth_token = Some(answer.auth_token);
+    // An approval request still pending is moot now.
+    id.registration_request_id = None;
+    id.registration_secret = None;
     cfg.set_identity(table, id);
     cfg.save(config_path)?;
     Ok(answer.worker_id)
 }
+
+/// Held across one registration or approval step, so that `run`'s own
+/// loop and the control endpoint's register routes never make two
+/// requests for one identity (each reloads the config under it).
+pub static STEP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// One step of the approval flow (studio-protocol.md §4.1).
 #[derive(Debug)]
 pub enum Approval {
     /// Credentials were stored.
     Approved(String),
-    /// Still waiting for the operator (or the studio was unreachable).
+    /// Still waiting for the operator.
     Pending,
+    /// The studio could not be asked this time (logged); the next step
+    /// tries again.
+    Retry(String),
     /// The operator refused.
     Rejected(String),
 }
@@ -115,7 +126,7 @@ fn new_install_id() -> String {
 
 /// Creates the approval request of identity `table` (see [`register`]) if
 /// there is none, else polls it once. Transient trouble is logged and
-/// reported as `Pending`.
+/// reported as `Retry`.
 pub async fn approval_step(
     config_path: &Path,
     mut cfg: Config,
@@ -163,7 +174,12 @@ pub async fn approval_step(
                 cfg.set_identity(table, id);
                 cfg.save(config_path)?;
             }
-            Err(e) => tracing::warn!(target: "worker", "approval request failed, retrying: {e}"),
+            Err(e) => {
+                tracing::warn!(target: "worker", "approval request failed, retrying: {e}");
+                return Ok(Approval::Retry(format!(
+                    "the approval request to {url} failed: {e}"
+                )));
+            }
         }
         return Ok(Approval::Pending);
     };
@@ -175,7 +191,7 @@ pub async fn approval_step(
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(target: "worker", "approval poll failed, retrying: {e}");
-            return Ok(Approval::Pending);
+            return Ok(Approval::Retry(format!("polling {url} failed: {e}")));
         }
     };
     if resp.status().as_u16() == 404 {
@@ -188,13 +204,18 @@ pub async fn approval_step(
     }
     if !resp.status().is_success() {
         tracing::warn!(target: "worker", "approval poll answered HTTP {}; retrying", resp.status());
-        return Ok(Approval::Pending);
+        return Ok(Approval::Retry(format!(
+            "polling {url} answered HTTP {}",
+            resp.status()
+        )));
     }
     let decision: RegisterPollResponse = match resp.json().await {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(target: "worker", "approval poll answer is not the expected JSON: {e}");
-            return Ok(Approval::Pending);
+            return Ok(Approval::Retry(format!(
+                "the approval poll's answer is not the expected JSON: {e}"
+            )));
         }
     };
     Ok(match decision {

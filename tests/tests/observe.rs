@@ -237,6 +237,131 @@ async fn healthz_is_503_while_the_worker_waits_for_operator_approval() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_worker_registers_through_the_endpoint_or_asks_for_approval() {
+    use studio_worker_tests::studio::{Event, BOOTSTRAP};
+    let studio = FakeStudio::start().await;
+    // A stored token the studio refuses: `run` keeps trying it and says so.
+    let home = WorkerHome::new(
+        &studio.url(),
+        None,
+        "bootstrap_token = \"stale-token\"\nregistration_poll_secs = 1\n",
+    );
+    let _worker = home.spawn_run(&[]);
+    let ep = Endpoint::of(&home).await;
+    for (method, path) in [
+        (reqwest::Method::GET, "/registration"),
+        (reqwest::Method::POST, "/control/register"),
+        (reqwest::Method::POST, "/control/request-approval"),
+    ] {
+        assert_eq!(ep.send(method, path, None).await.0, 401, "{path}");
+    }
+    let reg = until_async("the refused token in /registration", || async {
+        let r = ep.get_json("/registration").await;
+        r["trouble"]
+            .as_str()
+            .is_some_and(|t| t.contains("not accepted"))
+            .then_some(r)
+    })
+    .await;
+    assert_eq!(reg["waiting"], true, "{reg}");
+    assert_eq!(reg["bootstrap_token_stored"], true, "{reg}");
+    assert_eq!(reg["api_base_url"], studio.url().as_str(), "{reg}");
+    assert_eq!(reg["identities"][0]["registered"], false, "{reg}");
+    assert!(reg["identities"][0]["request_id"].is_null(), "{reg}");
+
+    // Asking for approval drops the stored token and makes the request now.
+    let (code, text) = ep
+        .send_json(
+            reqwest::Method::POST,
+            "/control/request-approval",
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(code, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["identities"][0]["request_id"], "rr-1", "{answer}");
+    let cfg = std::fs::read_to_string(home.config()).unwrap();
+    assert!(!cfg.contains("stale-token"), "{cfg}");
+    assert!(cfg.contains("registration_request_id = \"rr-1\""), "{cfg}");
+    // Only one request, though `run` polls it meanwhile.
+    studio
+        .wait_for(bounds::event(), "a poll of rr-1", |e| {
+            matches!(e, Event::RegisterPoll(id, 200) if id == "rr-1").then_some(())
+        })
+        .await;
+    let requests = studio
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::RegisterRequest(_)))
+        .count();
+    assert_eq!(requests, 1);
+    let reg = ep.get_json("/registration").await;
+    assert_eq!(reg["identities"][0]["request_id"], "rr-1", "{reg}");
+    assert_eq!(reg["bootstrap_token_stored"], false, "{reg}");
+
+    // A wrong token is refused naming the field; nothing is stored.
+    let (code, text) = ep
+        .send_json(
+            reqwest::Method::POST,
+            "/control/register",
+            &serde_json::json!({"bootstrap_token": "wrong"}),
+        )
+        .await;
+    assert_eq!(code, 400, "{text}");
+    let e: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(e["error"]["key"], "bootstrap_token", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not accepted"),
+        "{e}"
+    );
+    // A bad studio URL is refused naming that key.
+    let (code, text) = ep
+        .send_json(
+            reqwest::Method::POST,
+            "/control/register",
+            &serde_json::json!({"bootstrap_token": BOOTSTRAP, "api_base_url": "not a url"}),
+        )
+        .await;
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("\"api_base_url\""), "{text}");
+
+    // The operator's token registers at once and `run` connects.
+    let (code, text) = ep
+        .send_json(
+            reqwest::Method::POST,
+            "/control/register",
+            &serde_json::json!({"bootstrap_token": BOOTSTRAP}),
+        )
+        .await;
+    assert_eq!(code, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["registered"][0]["worker_id"], WORKER_ID, "{answer}");
+    studio.wait_session(1).await;
+    let cfg = std::fs::read_to_string(home.config()).unwrap();
+    assert!(cfg.contains(TOKEN) && !cfg.contains(BOOTSTRAP), "{cfg}");
+    assert_eq!(home.config_mode(), 0o600);
+    // Registered: the routes no longer apply.
+    let (code, _) = until_async("the running worker", || async {
+        let r = ep
+            .send_json(
+                reqwest::Method::POST,
+                "/control/register",
+                &serde_json::json!({"bootstrap_token": BOOTSTRAP}),
+            )
+            .await;
+        (r.0 == 409).then_some(r)
+    })
+    .await;
+    assert_eq!(code, 409);
+    // The request the token made moot is gone from the config.
+    let cfg = std::fs::read_to_string(home.config()).unwrap();
+    assert!(!cfg.contains("registration_secret"), "{cfg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_and_drain_change_what_the_studio_sees() {
     let studio = FakeStudio::start().await;
     let (home, mut worker) = start_worker(&studio, "", FAULTS).await;

@@ -10,13 +10,16 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use studio_worker::scheduler::snapshot::Snapshot;
 
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, Registration};
 use crate::form::{self, Field, Widget};
 use crate::logs::{self, Entry, Level};
 use crate::state::Badge;
 
 /// How wide text fields are drawn.
 const FIELD_WIDTH: f32 = 420.0;
+
+/// Failures and errors.
+const RED: egui::Color32 = egui::Color32::from_rgb(0xd1, 0x24, 0x2f);
 
 /// How often the poller asks the worker.
 pub const POLL: Duration = Duration::from_millis(500);
@@ -41,6 +44,8 @@ pub struct Live {
     pub update: Option<String>,
     /// When the status was last read.
     pub read_at: Option<Instant>,
+    /// While the worker waits for credentials: what it waits for.
+    pub registration: Option<Registration>,
 }
 
 /// The tabs.
@@ -91,6 +96,11 @@ pub struct App {
     query: String,
     autoscroll: bool,
     restart_banner: Vec<String>,
+    /// The register form's studio URL (filled from the worker's config
+    /// the first time the form shows).
+    reg_url: Option<String>,
+    /// The register form's bootstrap token.
+    reg_token: String,
 }
 
 impl App {
@@ -112,6 +122,8 @@ impl App {
             query: String::new(),
             autoscroll: true,
             restart_banner: Vec::new(),
+            reg_url: None,
+            reg_token: String::new(),
         }
     }
 
@@ -281,8 +293,12 @@ impl App {
                 ));
             }
             (Some(Err(why)), _) => {
+                let (why, reg) = (why.clone(), live.registration.clone());
+                drop(live);
                 ui.label(format!("The worker is starting: {why}."));
-                ui.label("Register it with `studio-worker register --bootstrap-token …`, or wait for the operator's approval.");
+                if let Some(reg) = reg.filter(|r| r.waiting) {
+                    self.register_form(ui, &reg);
+                }
             }
             (None, Some(e)) => {
                 ui.label(e);
@@ -297,6 +313,79 @@ impl App {
                 ui.label("asking the worker…");
             }
         }
+    }
+
+    /// A worker without credentials: its pending approval requests, and
+    /// a form to register it with an operator's bootstrap token or to
+    /// ask for approval.
+    fn register_form(&mut self, ui: &mut egui::Ui, reg: &Registration) {
+        ui.separator();
+        ui.heading("Register this worker");
+        for w in &reg.identities {
+            let who = w
+                .gpu
+                .map_or("This worker".to_string(), |g| format!("GPU {g}"));
+            ui.label(match &w.request_id {
+                Some(rr) => format!(
+                    "{who}: pending operator approval (request {rr}). An operator approves it in the studio; the worker connects then."
+                ),
+                None => format!("{who}: not registered."),
+            });
+        }
+        if let Some(t) = &reg.trouble {
+            ui.colored_label(RED, t);
+        }
+        let url = self.reg_url.get_or_insert_with(|| reg.api_base_url.clone());
+        egui::Grid::new("register").show(ui, |ui| {
+            let id = ui.label("studio URL").id;
+            ui.add(egui::TextEdit::singleline(url).desired_width(FIELD_WIDTH))
+                .labelled_by(id);
+            ui.end_row();
+            let id = ui.label("bootstrap token").id;
+            ui.add(
+                egui::TextEdit::singleline(&mut self.reg_token)
+                    .password(true)
+                    .desired_width(FIELD_WIDTH),
+            )
+            .labelled_by(id);
+            ui.end_row();
+        });
+        let url = self.reg_url.clone().filter(|u| *u != reg.api_base_url);
+        let (register, ask) = ui
+            .horizontal(|ui| {
+                (
+                    ui.button("Register").clicked(),
+                    ui.button("Request approval").clicked(),
+                )
+            })
+            .inner;
+        if register {
+            let token = std::mem::take(&mut self.reg_token);
+            let url = url.clone();
+            self.act(move |c| match c.register(&token, url.as_deref()) {
+                Ok(ids) => Ok(format!("registered as {}", ids.join(", "))),
+                Err(e) => Ok(format!("not registered: {}", field_error(e))),
+            });
+        }
+        if ask {
+            self.act(move |c| match c.request_approval(url.as_deref()) {
+                Ok(ws) => Ok(ws
+                    .iter()
+                    .map(|w| match &w.request_id {
+                        Some(rr) => format!("pending operator approval (request {rr})"),
+                        None if w.registered => "approved".to_string(),
+                        None => "no request yet".to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")),
+                Err(e) => Ok(format!("approval not requested: {}", field_error(e))),
+            });
+        }
+        ui.label(if reg.bootstrap_token_stored {
+            "A bootstrap token is stored in the config and is tried first; Request approval drops it."
+        } else {
+            "Register uses the token once and does not store it."
+        });
     }
 
     fn jobs_tab(&mut self, ui: &mut egui::Ui) {
@@ -344,7 +433,7 @@ impl App {
                     let colour = match f.outcome.as_str() {
                         "completed" => egui::Color32::from_rgb(0x2e, 0xa0, 0x43),
                         "cancelled" => egui::Color32::GRAY,
-                        _ => egui::Color32::from_rgb(0xd1, 0x24, 0x2f),
+                        _ => RED,
                     };
                     ui.label(&f.job_id);
                     ui.colored_label(colour, &f.outcome);
@@ -470,7 +559,7 @@ impl App {
             .show(ui, |ui| {
                 for e in shown {
                     let colour = match e.level.as_str() {
-                        "error" => egui::Color32::from_rgb(0xd1, 0x24, 0x2f),
+                        "error" => RED,
                         "warn" => egui::Color32::from_rgb(0xe0, 0x9b, 0x12),
                         _ => ui.visuals().text_color(),
                     };
@@ -560,6 +649,14 @@ fn field_widget(ui: &mut egui::Ui, f: &mut Field, label: egui::Id) {
     }
 }
 
+/// A refusal as the form shows it: the field's message alone.
+fn field_error(e: ClientError) -> String {
+    match e {
+        ClientError::BadValue { message, .. } => message,
+        other => other.to_string(),
+    }
+}
+
 fn duration(ms: u64) -> String {
     if ms < 1000 {
         format!("{ms} ms")
@@ -587,6 +684,10 @@ fn spawn_poller(client: Arc<Client>, live: Arc<Mutex<Live>>, repaint: impl Fn() 
         let status = client.status();
         let after = lock(&live).logs_next;
         let logs = status.as_ref().ok().map(|_| client.logs(after));
+        let registration = match &status {
+            Ok(Err(_)) => client.registration().ok(),
+            _ => None,
+        };
         let want_config = lock(&live).config.is_none();
         let config = if want_config && status.is_ok() {
             client.config().ok()
@@ -612,6 +713,7 @@ fn spawn_poller(client: Arc<Client>, live: Arc<Mutex<Live>>, repaint: impl Fn() 
             if config.is_some() {
                 l.config = config;
             }
+            l.registration = registration;
             l.read_at = Some(Instant::now());
         }
         repaint();

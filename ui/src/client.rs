@@ -203,4 +203,87 @@ impl Client {
     pub fn check_update(&self) -> Result<String, ClientError> {
         self.control("check-update")
     }
+
+    /// What a worker that waits for credentials waits for.
+    pub fn registration(&self) -> Result<Registration, ClientError> {
+        let v = self.json("/registration")?;
+        serde_json::from_value(v).map_err(|e| ClientError::Refused(format!("/registration: {e}")))
+    }
+
+    /// Registers every waiting identity with an operator's bootstrap
+    /// token (and the studio at `api_base_url`, when given); the worker ids.
+    pub fn register(
+        &self,
+        bootstrap_token: &str,
+        api_base_url: Option<&str>,
+    ) -> Result<Vec<String>, ClientError> {
+        let body = serde_json::json!({
+            "bootstrap_token": bootstrap_token,
+            "api_base_url": api_base_url,
+        });
+        let v = self.post_form("/control/register", &body)?;
+        Ok(v["registered"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["worker_id"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// Asks the studio for an operator's approval now (a stored bootstrap
+    /// token is dropped); the identities with their pending requests.
+    pub fn request_approval(
+        &self,
+        api_base_url: Option<&str>,
+    ) -> Result<Vec<Waiting>, ClientError> {
+        let body = serde_json::json!({ "api_base_url": api_base_url });
+        let v = self.post_form("/control/request-approval", &body)?;
+        serde_json::from_value(v["identities"].clone())
+            .map_err(|e| ClientError::Refused(format!("/control/request-approval: {e}")))
+    }
+
+    /// A POST whose refusal names a field (`{"error": {key, message}}`).
+    fn post_form(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        let (code, text) = self.call(reqwest::Method::POST, path, Some(body))?;
+        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+        if code == 200 {
+            return Ok(v);
+        }
+        match v["error"]["message"].as_str() {
+            Some(message) => Err(ClientError::BadValue {
+                key: v["error"]["key"].as_str().unwrap_or_default().to_string(),
+                message: message.to_string(),
+            }),
+            None => Err(ClientError::Refused(format!(
+                "{path}: {code} {}",
+                text.trim()
+            ))),
+        }
+    }
+}
+
+/// `GET /registration`: a `run` that waits for credentials.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+pub struct Registration {
+    /// True while `run` waits for credentials.
+    pub waiting: bool,
+    /// The studio it registers with.
+    pub api_base_url: String,
+    /// A bootstrap token in the config (tried before the approval flow).
+    pub bootstrap_token_stored: bool,
+    /// The identities without credentials.
+    pub identities: Vec<Waiting>,
+    /// What the worker's last try ran into.
+    pub trouble: Option<String>,
+}
+
+/// One identity that waits.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+pub struct Waiting {
+    /// Its GPU (`None`: the worker's one identity).
+    pub gpu: Option<u32>,
+    /// Whether it has credentials now.
+    pub registered: bool,
+    /// Its pending approval request.
+    pub request_id: Option<String>,
 }

@@ -3,7 +3,8 @@
 //! the Status badge follows a job from idle to busy to idle, the Jobs tab
 //! shows the job's progress and then its outcome, a config edit is saved
 //! (0600) or refused naming the key, Pause makes the studio see
-//! `paused`, and the Logs filter narrows to one job id.
+//! `paused`, the Logs filter narrows to one job id, and a worker without
+//! credentials is registered from the Status tab.
 #![cfg(feature = "ui")]
 
 use std::time::{Duration, Instant};
@@ -165,4 +166,69 @@ fn with_no_worker_the_window_starts_one_and_drains_it_when_it_quits() {
         studio_worker::control::read_run_file(&home.config()).is_none(),
         "the worker the window started is still running"
     );
+}
+
+#[test]
+fn a_worker_without_credentials_is_registered_from_the_status_tab() {
+    use studio_worker_tests::studio::{Event, BOOTSTRAP, WORKER_ID};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let studio = rt.block_on(FakeStudio::start());
+    // A stale token in the config: the studio refuses it, and the worker
+    // says so while it keeps trying.
+    let home = studio_worker_tests::proc::WorkerHome::new(
+        &studio.url(),
+        None,
+        "bootstrap_token = \"stale-token\"\nregistration_poll_secs = 1\n",
+    );
+    let _worker = {
+        let _in = rt.enter();
+        home.spawn_run(&[])
+    };
+    let app = App::new(home.config(), || {});
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(900.0, 700.0))
+        .build_ui_state(|ui, app: &mut App| app.ui(ui), app);
+    wait(&mut h, "the form with the refused token", |h| {
+        shows(h, "Register this worker")?;
+        shows(h, "the bootstrap token was not accepted")
+    });
+    assert!(shows(&h, "This worker: not registered").is_some());
+
+    // Request approval: the pending request shows.
+    h.get_by_label("Request approval").click();
+    wait(&mut h, "the pending request", |h| {
+        shows(h, "pending operator approval (request rr-1)")
+    });
+    let cfg = std::fs::read_to_string(home.config()).unwrap();
+    assert!(!cfg.contains("stale-token"), "{cfg}");
+
+    // A wrong token is refused in the window; the operator's one registers.
+    let token = |h: &mut Harness<'_, App>, value: &str| {
+        h.get_by_label("bootstrap token").focus();
+        h.run_steps(3);
+        h.get_by_label("bootstrap token").type_text(value);
+        h.run_steps(3);
+        h.get_by_label("Register").click();
+    };
+    token(&mut h, "not-the-token");
+    wait(&mut h, "the refusal", |h| {
+        shows(h, "not registered: registration refused")
+    });
+    token(&mut h, BOOTSTRAP);
+    wait(&mut h, "the registration", |h| {
+        shows(h, &format!("registered as {WORKER_ID}"))
+    });
+    rt.block_on(studio.wait_session(1));
+    wait(&mut h, "the idle badge", |h| shows(h, "idle"));
+    assert!(h
+        .query_all_by_label_contains("Register this worker")
+        .next()
+        .is_none());
+    let registers = studio
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::Register(b) if b["bootstrapToken"] == BOOTSTRAP))
+        .count();
+    assert_eq!(registers, 1);
+    assert_eq!(home.config_mode(), 0o600);
 }

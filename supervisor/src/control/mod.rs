@@ -2,14 +2,16 @@
 //! `127.0.0.1:9464`, `off` to disable): `GET /metrics` (Prometheus text,
 //! [`prom`]), `GET /status` (the snapshot as JSON), `GET /healthz`, and,
 //! token-protected: `POST /control/{pause,resume,drain,check-update}`,
-//! `GET /logs?after=N` (the last 500 log entries) and `GET`/`PUT
+//! `GET /logs?after=N` (the last 500 log entries), `GET`/`PUT
 //! /config` (the config with its secrets as `***`; an edit is checked as
 //! `run` checks the file and written by the worker, the config file's one
-//! writer). The desktop window is a client of these routes.
+//! writer) and, while `run` waits for credentials, the register routes
+//! ([`registration`]). The desktop window is a client of these routes.
 //!
 //! Every answer is read from the scheduler's snapshot or sent to it as an
 //! event; this module keeps no state of its own beyond where `run` is
-//! (still registering, or running with a scheduler).
+//! (still registering, and which identities wait, or running with a
+//! scheduler).
 //!
 //! At start `run` writes a run file beside the config (`<config>.run.json`,
 //! mode 0600: the bound address, a fresh random token, the pid) that the
@@ -19,6 +21,7 @@
 
 pub mod client;
 pub mod prom;
+mod registration;
 pub mod status_text;
 
 use std::net::SocketAddr;
@@ -80,6 +83,8 @@ struct Shared {
     token: String,
     /// Every route needs the token (a non-loopback address).
     guard_all: bool,
+    /// The identities `run` still registers, while it does.
+    waiting: RwLock<registration::Waiting>,
 }
 
 /// The endpoint while `run` holds it; dropping it removes the run file.
@@ -118,6 +123,15 @@ impl Endpoint {
             if let Err(e) = write_private(&self.run_file, &bytes) {
                 tracing::warn!(target: "worker", "run file: {e:#}");
             }
+        }
+    }
+
+    /// While waiting for credentials: which identities lack them (none:
+    /// done) and what the last step ran into, for `/registration`.
+    pub fn awaiting(&self, tables: &[Option<u32>], trouble: Option<String>) {
+        if let Ok(mut w) = self.shared.waiting.write() {
+            w.tables = tables.to_vec();
+            w.trouble = trouble;
         }
     }
 
@@ -173,6 +187,7 @@ pub async fn start(cfg: &Config, config_path: &Path) -> anyhow::Result<Option<En
         config_path: config_path.to_path_buf(),
         token: token.clone(),
         guard_all: !addr.ip().is_loopback(),
+        waiting: RwLock::default(),
     });
     let run_file = run_file_path(config_path);
     write_private(
@@ -194,6 +209,12 @@ pub async fn start(cfg: &Config, config_path: &Path) -> anyhow::Result<Option<En
         .route("/control/check-update", post(check_update))
         .route("/logs", get(logs))
         .route("/config", get(config_get).put(config_put))
+        .route("/registration", get(registration::get))
+        .route("/control/register", post(registration::register))
+        .route(
+            "/control/request-approval",
+            post(registration::request_approval),
+        )
         .with_state(shared.clone());
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

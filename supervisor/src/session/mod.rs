@@ -110,13 +110,17 @@ fn spawn_signal_watch(tx: watch::Sender<u32>) -> anyhow::Result<()> {
 /// [`crate::settings::identities`]): each missing one registers with a
 /// stored bootstrap token, or runs the approval flow (request, then poll
 /// every `registration_poll_secs`), one identity after another, while the
-/// config is re-read every second (`register` may run beside us).
+/// config is re-read every second (`register`, or the endpoint's register
+/// routes, may store credentials meanwhile). The endpoint is told which
+/// identities wait and why, for its `/registration` route.
 async fn wait_for_credentials(
     config_path: &Path,
     gpus: &[crate::gpu::Gpu],
     shutdown: &mut watch::Receiver<u32>,
+    endpoint: Option<&crate::control::Endpoint>,
 ) -> anyhow::Result<Config> {
     let mut next_step = tokio::time::Instant::now();
+    let mut trouble: Option<String> = None;
     loop {
         let cfg = Config::load(config_path)?;
         let needed = crate::settings::identities(&cfg, gpus)?;
@@ -124,12 +128,18 @@ async fn wait_for_credentials(
             .into_iter()
             .filter(|t| !cfg.identity(*t).has_credentials())
             .collect();
+        if let Some(e) = endpoint {
+            e.awaiting(&missing, trouble.clone());
+        }
         if missing.is_empty() {
             return Ok(cfg);
         }
         if tokio::time::Instant::now() >= next_step {
+            trouble = None;
             for table in missing {
-                credentials_step(config_path, table).await?;
+                if let Some(t) = credentials_step(config_path, table).await? {
+                    trouble = Some(t);
+                }
             }
             let poll = Duration::from_secs(cfg.registration_poll_secs.max(1));
             next_step = tokio::time::Instant::now() + poll;
@@ -142,31 +152,51 @@ async fn wait_for_credentials(
     }
 }
 
-/// One registration or approval step for identity `table`.
-async fn credentials_step(config_path: &Path, table: Option<u32>) -> anyhow::Result<()> {
+/// One registration or approval step for identity `table`; the trouble
+/// it met, if any (the next step tries again).
+async fn credentials_step(
+    config_path: &Path,
+    table: Option<u32>,
+) -> anyhow::Result<Option<String>> {
+    let _one_at_a_time = crate::register::STEP.lock().await;
     let cfg = Config::load(config_path)?;
+    if cfg.identity(table).has_credentials() {
+        return Ok(None);
+    }
     let catalog = EngineCatalog::discover(&cfg);
     let whose = table.map(|g| format!(" for GPU {g}")).unwrap_or_default();
     if let Some(token) = cfg.bootstrap_token.clone() {
         let base = cfg.api_base_url.clone();
-        match crate::register::register(config_path, cfg, token, base, &catalog, table).await {
-            Ok(id) => tracing::info!(target: "worker", "registered{whose} as {id}"),
-            Err(e) => {
-                tracing::warn!(target: "worker", "registration{whose} with the stored bootstrap token failed: {e:#}")
+        return Ok(
+            match crate::register::register(config_path, cfg, token, base, &catalog, table).await {
+                Ok(id) => {
+                    tracing::info!(target: "worker", "registered{whose} as {id}");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(target: "worker", "registration{whose} with the stored bootstrap token failed: {e:#}");
+                    Some(format!(
+                        "registration{whose} with the stored bootstrap token failed: {e:#}"
+                    ))
+                }
+            },
+        );
+    }
+    Ok(
+        match crate::register::approval_step(config_path, cfg, &catalog, table).await? {
+            crate::register::Approval::Approved(id) => {
+                tracing::info!(target: "worker", "approved{whose} as {id}");
+                None
             }
-        }
-        return Ok(());
-    }
-    match crate::register::approval_step(config_path, cfg, &catalog, table).await? {
-        crate::register::Approval::Approved(id) => {
-            tracing::info!(target: "worker", "approved{whose} as {id}")
-        }
-        crate::register::Approval::Pending => {}
-        crate::register::Approval::Rejected(reason) => {
-            bail!("registration{whose} rejected by the operator: {reason}; run again to ask anew")
-        }
-    }
-    Ok(())
+            crate::register::Approval::Pending => None,
+            crate::register::Approval::Retry(why) => Some(why),
+            crate::register::Approval::Rejected(reason) => {
+                bail!(
+                    "registration{whose} rejected by the operator: {reason}; run again to ask anew"
+                )
+            }
+        },
+    )
 }
 
 /// The `run` command: one session per identity (see [`crate::settings`]),
@@ -184,7 +214,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         e.starting("waiting for credentials (registration or operator approval)");
     }
     let gpus = crate::gpu::probe();
-    let cfg = wait_for_credentials(&config_path, &gpus, &mut shutdown).await?;
+    let cfg = wait_for_credentials(&config_path, &gpus, &mut shutdown, endpoint.as_ref()).await?;
     let plans = crate::settings::sessions(&cfg, &gpus)?;
     // One scheduler per GPU: another `run` or `serve` on these GPUs
     // refuses this one before anything is loaded.
