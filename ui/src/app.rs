@@ -101,6 +101,8 @@ pub struct App {
     reg_url: Option<String>,
     /// The register form's bootstrap token.
     reg_token: String,
+    /// Whether the window starts at login, once read.
+    autostart_on: Option<bool>,
 }
 
 impl App {
@@ -124,6 +126,7 @@ impl App {
             restart_banner: Vec::new(),
             reg_url: None,
             reg_token: String::new(),
+            autostart_on: None,
         }
     }
 
@@ -590,15 +593,16 @@ impl App {
         }
         ui.label(format!("Sentry release: studio-worker@{version}"));
         ui.label(format!("config: {}", self.client.config_path().display()));
-        if let (Some(xdg), Ok(exe)) = (crate::launch::xdg_config_home(), std::env::current_exe()) {
-            let file = crate::launch::autostart_file(&xdg);
-            let mut on = file.is_file();
+        if let (Some(at), Ok(exe)) = (crate::launch::Autostart::here(), std::env::current_exe()) {
+            // Read once (on Windows it runs `reg query`), then as set.
+            let mut on = *self.autostart_on.get_or_insert_with(|| at.is_on());
             if ui.checkbox(&mut on, "Run in tray on login").changed() {
-                let done = crate::launch::set_autostart(&xdg, on, &exe, self.client.config_path());
+                let done = at.set(on, &exe, self.client.config_path());
+                self.autostart_on = Some(at.is_on());
                 lock(&self.live).message = Some(match done {
-                    Ok(()) if on => format!("wrote {}", file.display()),
-                    Ok(()) => format!("removed {}", file.display()),
-                    Err(e) => format!("{}: {e}", file.display()),
+                    Ok(()) if on => format!("wrote {}", at.describe()),
+                    Ok(()) => format!("removed {}", at.describe()),
+                    Err(e) => format!("{}: {e}", at.describe()),
                 });
             }
         }

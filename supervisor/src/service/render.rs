@@ -92,7 +92,8 @@ WantedBy={wanted_by}
     )
 }
 
-fn xml_escape(s: &str) -> String {
+/// `s` with XML's five special characters escaped.
+pub fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
