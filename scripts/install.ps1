@@ -2,6 +2,7 @@
 #
 #   install.ps1 [-Archive FILE] [-Version V] [-Variant cpu|cuda] [-Feed URL]
 #               [-Prefix DIR] [-BinDir DIR] [-Service]
+#   install.ps1 -Ui [-Archive FILE] [-Version V] [-Feed URL] [-Prefix DIR] [-BinDir DIR]
 #
 # The Windows twin of install.sh: without -Archive it asks the release feed
 # for the newest release (or -Version V) and downloads
@@ -13,6 +14,8 @@
 #   BINDIR\studio-worker.cmd  runs PREFIX\current\studio-worker.exe
 # Defaults: PREFIX %LOCALAPPDATA%\studio-worker, BINDIR %LOCALAPPDATA%\studio-worker\bin.
 # -Service then runs `studio-worker install-service` (a scheduled task at logon).
+# -Ui installs the optional desktop window instead (studio-worker-ui-V-TARGET.zip,
+# product studio-worker-ui) in PREFIX\ui, with BINDIR\studio-worker-ui.cmd.
 # Not run on this project's CI machines (no Windows there): checked by hand.
 [CmdletBinding()]
 param(
@@ -22,10 +25,12 @@ param(
     [string]$Feed = $(if ($env:STUDIO_WORKER_FEED) { $env:STUDIO_WORKER_FEED } else { "https://api.github.com/repos/webbertakken/studio-worker/releases" }),
     [string]$Prefix = (Join-Path $env:LOCALAPPDATA "studio-worker"),
     [string]$BinDir = (Join-Path (Join-Path $env:LOCALAPPDATA "studio-worker") "bin"),
-    [switch]$Service
+    [switch]$Service,
+    [switch]$Ui
 )
 $ErrorActionPreference = "Stop"
 $Target = "x86_64-pc-windows-msvc"
+$Product = $(if ($Ui) { "studio-worker-ui" } else { "studio-worker" })
 
 function Fail([string]$Message) {
     Write-Error "install.ps1: $Message"
@@ -52,7 +57,7 @@ try {
             if (-not $Best -or $V -gt $Best.V) { $Best = @{ V = $V; R = $R } }
         }
         if (-not $Best) { Fail "no matching release in $Feed" }
-        $Name = "studio-worker-$($Best.V)-$Target-$Variant.zip"
+        $Name = $(if ($Ui) { "studio-worker-ui-$($Best.V)-$Target.zip" } else { "studio-worker-$($Best.V)-$Target-$Variant.zip" })
         $Asset = $Best.R.assets | Where-Object { $_.name -eq $Name }
         $Digest = $Best.R.assets | Where-Object { $_.name -eq "$Name.sha256" }
         if (-not $Asset -or -not $Digest) { Fail "release $($Best.V) has no $Name with its .sha256" }
@@ -75,13 +80,26 @@ try {
     }
     $Release = $Top[0].FullName
     $Manifest = Get-Content (Join-Path $Release "manifest.json") -Raw | ConvertFrom-Json
-    if ($Manifest.product -ne "studio-worker") { Fail "the archive is '$($Manifest.product)', not studio-worker" }
+    if ($Manifest.product -ne $Product) { Fail "the archive is '$($Manifest.product)', not $Product" }
     if ($Manifest.target -ne $Target) { Fail "the archive is for $($Manifest.target), this machine is $Target" }
     foreach ($F in $Manifest.files) {
         $H = (Get-FileHash -Algorithm SHA256 (Join-Path $Release $F.path)).Hash.ToLower()
         if ($H -ne $F.sha256) { Fail "$($F.path) does not match the manifest" }
     }
     $Installed = $Manifest.version
+
+    if ($Ui) {
+        # The window is one binary, kept apart from the versions self-update switches.
+        New-Item -ItemType Directory -Force -Path $Prefix, $BinDir | Out-Null
+        $Dest = Join-Path $Prefix "ui"
+        if (Test-Path $Dest) { Remove-Item -Recurse -Force $Dest }
+        Move-Item $Release $Dest
+        $Shim = Join-Path $BinDir "studio-worker-ui.cmd"
+        Set-Content -Path $Shim -Encoding ASCII -Value "@start `"`" `"$Dest\studio-worker-ui.exe`" %*"
+        Write-Host "installed studio-worker-ui $Installed in $Dest"
+        Write-Host "  $Shim runs $Dest\studio-worker-ui.exe"
+        return
+    }
 
     $Versions = Join-Path $Prefix "versions"
     New-Item -ItemType Directory -Force -Path $Versions, $BinDir | Out-Null

@@ -3,6 +3,8 @@
 #
 #   install.sh [--archive FILE] [--version V] [--variant cpu|cuda]
 #              [--feed URL] [--prefix DIR] [--bin-dir DIR] [--service]
+#   install.sh --ui [--archive FILE] [--version V] [--feed URL] [--prefix DIR]
+#              [--bin-dir DIR]
 #
 # Without --archive it asks the release feed (GitHub releases JSON) for the
 # newest release (or --version V) and downloads this machine's archive and
@@ -15,11 +17,15 @@
 #   BIN_DIR/studio-worker  a link to PREFIX/current/studio-worker
 # Defaults: PREFIX ~/.local/share/studio-worker, BIN_DIR ~/.local/bin, the
 # feed of the official releases, variant cpu. --service then runs
-# `studio-worker install-service`. Needs python3, tar and xz, sha256sum or
+# `studio-worker install-service`. --ui installs the optional desktop
+# window instead (its own archive, studio-worker-ui-V-TARGET.tar.xz,
+# product studio-worker-ui) in PREFIX/ui, linked as BIN_DIR/studio-worker-ui;
+# it starts PREFIX/current/studio-worker when no worker runs. Self-update
+# leaves it alone. Needs python3, tar and xz, sha256sum or
 # shasum, and curl to download.
 set -eu
 
-archive="" version="" variant="cpu" service=0
+archive="" version="" variant="cpu" service=0 product="studio-worker"
 feed="${STUDIO_WORKER_FEED:-https://api.github.com/repos/webbertakken/studio-worker/releases}"
 prefix="${XDG_DATA_HOME:-$HOME/.local/share}/studio-worker"
 bin_dir="$HOME/.local/bin"
@@ -32,7 +38,8 @@ while [ $# -gt 0 ]; do
     --prefix) prefix="$2"; shift 2 ;;
     --bin-dir) bin_dir="$2"; shift 2 ;;
     --service) service=1; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --ui) product="studio-worker-ui"; shift ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -61,9 +68,9 @@ if [ -z "$archive" ]; then
     || die "cannot read the release feed $feed"
   # The newest non-draft, non-prerelease release (or the one asked for),
   # and its asset URLs for this target and variant.
-  urls="$(python3 - "$work/feed.json" "$version" "$target" "$variant" <<'PY'
+  urls="$(python3 - "$work/feed.json" "$version" "$target" "$variant" "$product" <<'PY'
 import json, re, sys
-path, want, target, variant = sys.argv[1:]
+path, want, target, variant, product = sys.argv[1:]
 data = json.load(open(path))
 releases = data if isinstance(data, list) else [data]
 def ver(tag):
@@ -81,7 +88,10 @@ for r in releases:
 if best is None:
     sys.exit("no matching release in the feed")
 v = ".".join(map(str, best[0]))
-name = f"studio-worker-{v}-{target}-{variant}.tar.xz"
+if product == "studio-worker":
+    name = f"studio-worker-{v}-{target}-{variant}.tar.xz"
+else:
+    name = f"{product}-{v}-{target}.tar.xz"
 assets = {a["name"]: a["browser_download_url"] for a in best[1].get("assets", [])}
 if name not in assets or name + ".sha256" not in assets:
     sys.exit(f"release {v} has no {name} with its .sha256")
@@ -106,12 +116,12 @@ tar -xf "$archive" -C "$work/unpack" || die "cannot unpack $archive"
 set -- "$work/unpack"/*
 [ $# -eq 1 ] && [ -f "$1/manifest.json" ] || die "$archive has no manifest.json in one top folder"
 release="$1"
-fields="$(python3 - "$release" "$target" <<'PY'
+fields="$(python3 - "$release" "$target" "$product" <<'PY'
 import hashlib, json, os, sys
-root, target = sys.argv[1:]
+root, target, product = sys.argv[1:]
 m = json.load(open(os.path.join(root, "manifest.json")))
-if m.get("product") != "studio-worker":
-    sys.exit(f"the archive is {m.get('product')!r}, not studio-worker")
+if m.get("product") != product:
+    sys.exit(f"the archive is {m.get('product')!r}, not {product}")
 if m.get("target") != target:
     sys.exit(f"the archive is for {m.get('target')}, this machine is {target}")
 for f in m["files"]:
@@ -122,6 +132,21 @@ print(m["version"])
 PY
 )" || die "the archive's manifest was refused"
 version="$fields"
+
+if [ "$product" = "studio-worker-ui" ]; then
+  # The window is one binary, kept apart from the versions self-update
+  # switches between.
+  mkdir -p "$prefix" "$bin_dir"
+  rm -rf "$prefix/ui.old"
+  if [ -e "$prefix/ui" ]; then mv "$prefix/ui" "$prefix/ui.old"; fi
+  mv "$release" "$prefix/ui"
+  rm -rf "$prefix/ui.old"
+  ln -sfn "$prefix/ui/studio-worker-ui" "$bin_dir/studio-worker-ui"
+  echo "installed studio-worker-ui $version in $prefix/ui"
+  echo "  $bin_dir/studio-worker-ui -> $prefix/ui/studio-worker-ui"
+  [ -e "$prefix/current/studio-worker" ] || echo "  no worker in $prefix/current yet: install it too (install.sh without --ui)"
+  exit 0
+fi
 
 mkdir -p "$prefix/versions" "$bin_dir"
 if [ -e "$prefix/versions/$version" ]; then

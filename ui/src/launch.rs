@@ -151,13 +151,21 @@ pub fn start(plan: &Start, config: &Path) -> Result<Option<std::process::Child>,
 }
 
 /// The `studio-worker` binary the window starts: beside its own, else the
-/// one on `PATH`.
+/// installed worker (`install.sh --ui` puts the window in `PREFIX/ui`,
+/// the worker in `PREFIX/current`), else the one on `PATH`.
 pub fn worker_program() -> PathBuf {
+    let name = studio_worker::platform::exe("studio-worker");
     std::env::current_exe()
         .ok()
-        .and_then(|e| e.parent().map(|d| d.join("studio-worker")))
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from("studio-worker"))
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+        .and_then(|dir| {
+            let beside = dir.join(&name);
+            let installed = dir.parent().map(|p| p.join("current").join(&name));
+            std::iter::once(beside)
+                .chain(installed)
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// Where "Run in tray on login" is kept, per platform. Each starts

@@ -167,9 +167,13 @@ fn main() {
             "--screenshot" => shot_tab = args.next(),
             "--out" => out = args.next().map(PathBuf::from),
             "--tray" => hidden = true,
+            "-V" | "--version" => {
+                println!("studio-worker-ui {}", env!("CARGO_PKG_VERSION"));
+                return;
+            }
             "-h" | "--help" => {
                 println!(
-                    "studio-worker-ui [--config PATH] [--tray] [--screenshot TAB --out FILE.png]"
+                    "studio-worker-ui [--config PATH] [--tray] [--screenshot TAB --out FILE.png] [--version]"
                 );
                 return;
             }
