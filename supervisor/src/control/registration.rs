@@ -32,7 +32,7 @@ pub(super) struct Waiting {
 
 /// A refusal: its status and `{"error": {key, message}}`, the key naming
 /// the field that was wrong (empty when none was).
-struct Refusal {
+pub(super) struct Refusal {
     code: StatusCode,
     key: &'static str,
     message: String,
@@ -146,16 +146,12 @@ pub(super) async fn register(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
+) -> Result<Response, Refusal> {
     if !authorized(&shared, &headers) {
-        return refused();
+        return Ok(refused());
     }
-    let answer = register_with(&shared, &body).await;
-    answer.unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn register_with(shared: &Shared, body: &[u8]) -> Result<Response, Refusal> {
-    let body: RegisterBody = serde_json::from_slice(body).map_err(|e| {
+    let shared = &*shared;
+    let body: RegisterBody = serde_json::from_slice(&body).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
             "",
@@ -210,19 +206,15 @@ pub(super) async fn request_approval(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
+) -> Result<Response, Refusal> {
     if !authorized(&shared, &headers) {
-        return refused();
+        return Ok(refused());
     }
-    let answer = request_approval_with(&shared, &body).await;
-    answer.unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn request_approval_with(shared: &Shared, body: &[u8]) -> Result<Response, Refusal> {
+    let shared = &*shared;
     let body: ApprovalBody = if body.iter().all(u8::is_ascii_whitespace) {
         ApprovalBody::default()
     } else {
-        serde_json::from_slice(body).map_err(|e| {
+        serde_json::from_slice(&body).map_err(|e| {
             error(
                 StatusCode::BAD_REQUEST,
                 "",
